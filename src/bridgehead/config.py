@@ -1,0 +1,179 @@
+"""Settings: the only place that reads environment variables and config files.
+
+Precedence, highest first: explicit arguments (CLI flags), ``BRIDGEHEAD_*`` environment
+variables, the ``[server]`` / ``[agent]`` / ``[client]`` table of ``$BRIDGEHEAD_HOME/config.toml``
+(or the file named by ``BRIDGEHEAD_CONFIG``), then defaults. ``BRIDGEHEAD_HOME`` defaults to
+``~/.bridgehead``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridgehead.errors import ConfigError
+
+
+def home() -> Path:
+    return Path(os.environ.get("BRIDGEHEAD_HOME") or Path.home() / ".bridgehead").expanduser()
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("BRIDGEHEAD_CONFIG") or home() / "config.toml")
+
+
+def client_file() -> Path:
+    """Where ``bridgehead up`` writes the server URL and token for later CLI commands."""
+    return home() / "client.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDsn:
+    """A parsed store DSN: ``sqlite:///abs/path.db``, ``sqlite:///:memory:``,
+    ``postgresql://user@host:port/db``."""
+
+    kind: Literal["sqlite", "postgres"]
+    target: str
+
+    @classmethod
+    def parse(cls, dsn: str) -> StoreDsn:
+        parts = urlsplit(dsn)
+        if parts.scheme == "sqlite":
+            path = unquote(parts.path)
+            if parts.netloc or not path.startswith("/"):
+                raise ConfigError(f"SQLite DSN must be sqlite:///absolute/path.db, not {dsn!r}")
+            return cls("sqlite", ":memory:" if path == "/:memory:" else path)
+        if parts.scheme in ("postgres", "postgresql"):
+            if not parts.hostname and "host=" not in parts.query:
+                raise ConfigError("PostgreSQL DSN needs a host: postgresql://user@host:port/db")
+            return cls("postgres", dsn)
+        raise ConfigError(
+            f"unknown store DSN scheme {parts.scheme!r}: use sqlite:///path or postgresql://..."
+        )
+
+
+class _TomlTable(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], table: str) -> None:
+        super().__init__(settings_cls)
+        self.table = table
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file()
+        if not path.is_file():
+            return {}
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        return dict(data.get(self.table, {}))
+
+
+class _Settings(BaseSettings):
+    _table: ClassVar[str]
+    model_config = SettingsConfigDict(env_prefix="BRIDGEHEAD_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlTable(settings_cls, cls._table))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Any:
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"bad setting {where}: {first['msg']}") from exc
+
+
+class ServerSettings(_Settings):
+    _table = "server"
+    store: str = Field(default_factory=lambda: f"sqlite:///{home() / 'bridgehead.db'}")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 << 20, ge=1024)
+    lease_s: float = Field(default=60.0, gt=0)
+    cluster_ttl_s: float = Field(default=30.0, gt=0)
+    max_wait_s: float = Field(default=60.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @property
+    def dsn(self) -> StoreDsn:
+        return StoreDsn.parse(self.store)
+
+
+class AgentSettings(_Settings):
+    _table = "agent"
+    cluster: str = "local"
+    server: str = "http://127.0.0.1:8765"
+    token: str | None = None
+    backend: Literal["local"] = "local"
+    state_dir: Path = Field(default_factory=lambda: home() / "agent")
+    slots: int | None = Field(default=None, ge=1)
+    allowed_roots: list[Path] = Field(default_factory=list)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    lost_after_s: float = Field(default=60.0, gt=0)
+    log_chunk_bytes: int = Field(default=256 << 10, ge=1024)
+    labels: dict[str, str] = Field(default_factory=dict)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+
+class ClientSettings(_Settings):
+    _table = "client"
+    url: str = "http://127.0.0.1:8765"
+    token: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Any:
+        """As other settings, with ``client.toml`` (written by ``bridgehead up``) under env."""
+        saved = read_client_file()
+        merged = {k: v for k, v in saved.items() if f"BRIDGEHEAD_{k.upper()}" not in os.environ}
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return super().load(**merged)
+
+
+def read_client_file() -> dict[str, Any]:
+    path = client_file()
+    if not path.is_file():
+        return {}
+    try:
+        return dict(tomllib.loads(path.read_text()).get("client", {}))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def write_client_file(url: str, token: str) -> Path:
+    """Save the URL and token (mode 600) so that later CLI commands in any shell find them."""
+    path = client_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f'[client]\nurl = "{_toml_str(url)}"\ntoken = "{_toml_str(token)}"\n')
+    os.replace(tmp, path)
+    return path
+
+
+def _toml_str(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,1 @@
+"""Pure data and rules: jobs, clusters, events. No I/O."""

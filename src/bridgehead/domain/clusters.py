@@ -1,0 +1,49 @@
+"""Clusters and the tokens that reach them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    """A compute cluster served by one or more agents. Online while a heartbeat is fresh."""
+
+    name: str
+    backend: str = "local"
+    labels: dict[str, str] = field(default_factory=dict)
+    last_heartbeat: float | None = None
+    agent_id: str | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    def online(self, now: float, ttl_s: float) -> bool:
+        return self.last_heartbeat is not None and now - self.last_heartbeat <= ttl_s
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    """Everything, including tokens."""
+    CLIENT = "client"
+    """Submit, read and cancel jobs of its tenant (every tenant if none is set)."""
+    AGENT = "agent"
+    """Claim and report the jobs of one cluster only."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who a bearer token speaks for."""
+
+    token_id: str
+    name: str
+    role: Role
+    cluster: str | None = None
+    tenant: str | None = None
+
+    def may_serve(self, cluster: str) -> bool:
+        return self.role is Role.ADMIN or (self.role is Role.AGENT and self.cluster == cluster)
+
+    def may_see_tenant(self, tenant: str) -> bool:
+        if self.role is Role.ADMIN:
+            return True
+        return self.role is Role.CLIENT and self.tenant in (None, tenant)

@@ -1,0 +1,280 @@
+"""Jobs: what a client asks for (JobSpec), what the broker knows (Job), and the lifecycle.
+
+Lifecycle::
+
+    queued -> claimed -> submitting -> submitted -> running -> succeeded
+                 |            |             |           |-> failed | cancelled | timed_out | lost
+                 v            v             +-> (any terminal state)
+              queued       failed (the scheduler refused it), cancelled
+
+Every store write is a compare-and-set against the states in ``TRANSITIONS``: a stale or
+duplicate report names a transition that is no longer allowed and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bridgehead.errors import InvalidSpec
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    """Accepted by the server, waiting for an agent of its cluster."""
+    CLAIMED = "claimed"
+    """Leased by one agent; not yet handed to the scheduler. An expired lease re-queues it."""
+    SUBMITTING = "submitting"
+    """The agent is handing it to the scheduler. After a crash the tag decides: adopt or resubmit."""
+    SUBMITTED = "submitted"
+    """The scheduler has it (``native_id`` is set) and has not started it."""
+    RUNNING = "running"
+    """The scheduler reports it running."""
+    SUCCEEDED = "succeeded"
+    """Ended with exit code 0."""
+    FAILED = "failed"
+    """Ended with a non-zero exit code or a signal, or the scheduler refused it."""
+    CANCELLED = "cancelled"
+    """Cancelled by a user before or while it ran."""
+    TIMED_OUT = "timed_out"
+    """Killed by the scheduler for exceeding its walltime (kept apart from FAILED)."""
+    LOST = "lost"
+    """Nothing knows it any more: gone from the scheduler and from its accounting."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL: frozenset[JobState] = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
+)
+ACTIVE: frozenset[JobState] = frozenset(JobState) - TERMINAL
+IN_FLIGHT: frozenset[JobState] = frozenset(
+    {JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING}
+)
+"""States in which the job belongs to an agent: it must poll (or reconcile) it."""
+
+_ENDS = TERMINAL - {JobState.CANCELLED}
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.CLAIMED, JobState.CANCELLED}),
+    JobState.CLAIMED: frozenset(
+        {JobState.SUBMITTING, JobState.QUEUED, JobState.CANCELLED, JobState.FAILED}
+    ),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUBMITTED: frozenset({JobState.RUNNING, JobState.CANCELLED} | _ENDS),
+    JobState.RUNNING: frozenset({JobState.CANCELLED} | _ENDS),
+    **{s: frozenset() for s in TERMINAL},
+}
+
+
+def predecessors(target: JobState) -> frozenset[JobState]:
+    """The states from which ``target`` may be reached: the expected states of a CAS write."""
+    return frozenset(s for s, nexts in TRANSITIONS.items() if target in nexts)
+
+
+def can_transition(current: JobState, target: JobState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+_last_id_ms = 0
+_id_seq = 0
+
+
+def new_job_id() -> str:
+    """A 26-char id: milliseconds, a sequence (so ids made in one process sort by creation
+    even within a millisecond) and 40 random bits."""
+    global _last_id_ms, _id_seq
+    ms = int(time.time() * 1000)
+    if ms <= _last_id_ms:
+        ms, _id_seq = _last_id_ms, _id_seq + 1
+        if _id_seq > 0xFFFF:
+            ms, _id_seq = ms + 1, 0
+    else:
+        _id_seq = 0
+    _last_id_ms = ms
+    return f"{ms:012x}{_id_seq:04x}{secrets.token_hex(5)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """What a job asks of its cluster. Zero/None means "the scheduler's default"."""
+
+    cores: int = 1
+    nodes: int = 1
+    memory_mb: int | None = None
+    gpus: int = 0
+    walltime_s: int | None = None
+    partition: str | None = None
+    account: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cores", "nodes"):
+            if getattr(self, name) < 1:
+                raise InvalidSpec(f"resources.{name} must be >= 1")
+        if self.gpus < 0:
+            raise InvalidSpec("resources.gpus must be >= 0")
+        if self.memory_mb is not None and self.memory_mb < 1:
+            raise InvalidSpec("resources.memory_mb must be >= 1")
+        if self.walltime_s is not None and self.walltime_s < 1:
+            raise InvalidSpec("resources.walltime_s must be >= 1")
+        for name in ("partition", "account"):
+            value = getattr(self, name)
+            if value is not None and not _NAME.fullmatch(value):
+                raise InvalidSpec(f"resources.{name} {value!r} is not a valid name")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+_OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=[^\x00\n]*)?")
+MAX_SCRIPT_BYTES = 1 << 20
+MAX_ARGS = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """What to run and where. Exactly one of ``command`` (an argv list, never a shell string)
+    or ``script`` (the text of a script file, run by its own ``#!`` line) is given."""
+
+    cluster: str
+    command: tuple[str, ...] = ()
+    script: str | None = None
+    name: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    scheduler_options: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+    idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.cluster):
+            raise InvalidSpec(f"cluster {self.cluster!r} is not a valid cluster name")
+        if bool(self.command) == (self.script is not None):
+            raise InvalidSpec("give exactly one of command (argv list) or script")
+        if len(self.command) > MAX_ARGS:
+            raise InvalidSpec(f"command has more than {MAX_ARGS} arguments")
+        for arg in self.command:
+            if "\x00" in arg:
+                raise InvalidSpec("command arguments may not contain NUL bytes")
+        if self.script is not None:
+            if len(self.script.encode()) > MAX_SCRIPT_BYTES:
+                raise InvalidSpec(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
+            if not self.script.startswith("#!"):
+                raise InvalidSpec("script must start with a #! interpreter line")
+            if "\x00" in self.script:
+                raise InvalidSpec("script may not contain NUL bytes")
+        for key, value in self.env.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise InvalidSpec(f"env name {key!r} is not a valid variable name")
+            if "\x00" in value:
+                raise InvalidSpec(f"env {key} may not contain NUL bytes")
+        if self.working_dir is not None:
+            _check_path(self.working_dir, "working_dir")
+        for option in self.scheduler_options:
+            if not _OPTION.fullmatch(option):
+                raise InvalidSpec(
+                    f"scheduler option {option!r} is not of the form --name or --name=value"
+                )
+        if not _NAME.fullmatch(self.tenant):
+            raise InvalidSpec(f"tenant {self.tenant!r} is not a valid name")
+        if self.idempotency_key is not None and not 0 < len(self.idempotency_key) <= 512:
+            raise InvalidSpec("idempotency_key must be 1-512 characters")
+        for key, value in self.labels.items():
+            if not _NAME.fullmatch(key) or len(value) > 1024:
+                raise InvalidSpec(f"label {key!r} is not a valid label")
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["command"] = list(self.command)
+        data["scheduler_options"] = list(self.scheduler_options)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        data = dict(data)
+        resources = data.pop("resources", None) or {}
+        try:
+            return cls(
+                **{
+                    **data,
+                    "command": tuple(data.get("command") or ()),
+                    "scheduler_options": tuple(data.get("scheduler_options") or ()),
+                    "resources": Resources(**resources),
+                }
+            )
+        except TypeError as exc:
+            raise InvalidSpec(str(exc)) from exc
+
+
+def _check_path(path: str, what: str) -> None:
+    if "\x00" in path or not path.startswith("/"):
+        raise InvalidSpec(f"{what} must be an absolute path")
+    if any(part == ".." for part in path.split("/")):
+        raise InvalidSpec(f"{what} may not contain '..'")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """What a finished (or running) job used, from the scheduler's accounting."""
+
+    elapsed_s: float = 0.0
+    cores: int = 0
+    nodes: int = 0
+    max_rss_mb: float | None = None
+
+    @property
+    def core_seconds(self) -> float:
+        return self.elapsed_s * self.cores
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """The broker's record of one job. ``version`` grows by one on every change."""
+
+    id: str
+    spec: JobSpec
+    state: JobState
+    version: int = 1
+    attempt: int = 1
+    native_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    agent_id: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    usage: Usage | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def cluster(self) -> str:
+        return self.spec.cluster
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One state report: move ``job_id`` to ``state`` if it is allowed from where it is now."""
+
+    job_id: str
+    state: JobState
+    native_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    usage: Usage | None = None
+    at: float | None = None

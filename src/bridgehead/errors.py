@@ -1,0 +1,86 @@
+"""The one exception tree of Bridgehead.
+
+::
+
+    BridgeheadError
+    ├── InvalidSpec            bad input: a job spec, a filter, a name (HTTP 400, CLI exit 2)
+    ├── ConfigError            bad settings or DSN (CLI exit 2)
+    ├── NotFound               no such job/cluster/token (HTTP 404)
+    ├── Conflict               the request contradicts the stored state (HTTP 409)
+    ├── AuthError              missing or unknown token (HTTP 401)
+    │   └── Forbidden          a valid token outside its scope (HTTP 403)
+    ├── StoreError             the database failed or is unreachable (HTTP 503)
+    ├── BackendError           a scheduler call failed
+    │   ├── BackendUnavailable the scheduler cannot be reached: retry later, change nothing
+    │   └── SubmitRejected     the scheduler refused the job: it fails with this message
+    └── ClientError            the SDK could not talk to the server, or it answered an error
+        └── ServerUnavailable  connection refused / timed out / 5xx: retry later
+
+Each class's docstring is its default message. Drivers' exceptions are translated at the
+boundary where they occur, always ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class BridgeheadError(Exception):
+    """Bridgehead failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidSpec(BridgeheadError):
+    """The request is not valid."""
+
+
+class ConfigError(BridgeheadError):
+    """The configuration is not valid."""
+
+
+class NotFound(BridgeheadError):
+    """Not found."""
+
+
+class Conflict(BridgeheadError):
+    """The request conflicts with the current state."""
+
+
+class AuthError(BridgeheadError):
+    """A valid bearer token is required."""
+
+
+class Forbidden(AuthError):
+    """This token may not do that."""
+
+
+class StoreError(BridgeheadError):
+    """The job store failed."""
+
+
+class BackendError(BridgeheadError):
+    """The scheduler backend failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The scheduler cannot be reached; try again later."""
+
+
+class SubmitRejected(BackendError):
+    """The scheduler refused the job."""
+
+
+class ClientError(BridgeheadError):
+    """The Bridgehead server answered with an error."""
+
+    def __init__(self, message: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnavailable(ClientError):
+    """The Bridgehead server cannot be reached."""

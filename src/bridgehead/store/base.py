@@ -1,0 +1,141 @@
+"""The JobStore protocol: the single source of truth, behind one interface.
+
+Two implementations share one contract test suite: ``SqliteJobStore`` (embedded default, one
+process) and ``PostgresJobStore`` (production; many server processes share it).
+
+Change notifications: every committed change publishes keys on ``store.hub`` (``job:<id>``,
+``cluster:<name>``, ``logs:<id>``, ``events``); PostgreSQL carries them between processes with
+LISTEN/NOTIFY, so a waiter on any replica wakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridgehead.domain.clusters import Cluster, Principal, Role
+from bridgehead.domain.events import Event
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition
+from bridgehead.store.hub import ChangeHub
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    cluster: str | None = None
+    states: tuple[JobState, ...] = ()
+    tenant: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogChunk:
+    job_id: str
+    stream: str
+    pos: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submitted:
+    job: Job
+    created: bool
+    """False when the idempotency key matched an existing job (which is returned)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterStats:
+    cluster: Cluster
+    counts: dict[str, int]
+
+
+class JobStore(Protocol):
+    hub: ChangeHub
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]: ...
+
+    async def get(self, job_id: str) -> Job:
+        """The job, or NotFound."""
+        ...
+
+    async def list_jobs(
+        self, flt: JobFilter, *, limit: int = 100, after: str | None = None
+    ) -> list[Job]:
+        """Jobs matching ``flt`` ordered by id (creation time); ``after`` is the last id seen."""
+        ...
+
+    async def claim(
+        self, cluster: str, agent_id: str, *, limit: int, lease_s: float
+    ) -> list[Job]:
+        """Lease up to ``limit`` queued jobs (or claims whose lease expired) to ``agent_id``."""
+        ...
+
+    async def adopt(self, cluster: str, agent_id: str, *, lease_s: float) -> list[Job]:
+        """Take over the in-flight jobs of ``cluster`` held by ``agent_id`` or by an agent
+        whose lease expired (agent restart, HA takeover); returns them leased to ``agent_id``."""
+        ...
+
+    async def transition(
+        self, transitions: Sequence[Transition], *, agent_id: str | None = None
+    ) -> list[Job | None]:
+        """Apply each transition by compare-and-set: position i holds the updated job, or None
+        when it was not allowed from the job's current state (stale or duplicate report)."""
+        ...
+
+    async def request_cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once; flag an in-flight one for its agent. Terminal: as is."""
+        ...
+
+    async def cancel_requested(self, agent_id: str) -> list[Job]:
+        """Jobs held by ``agent_id`` that a user asked to cancel."""
+        ...
+
+    async def heartbeat(
+        self,
+        cluster: str,
+        agent_id: str,
+        *,
+        backend: str,
+        labels: dict[str, str],
+        info: dict[str, object],
+        lease_s: float,
+    ) -> None:
+        """Mark the cluster online and renew the leases of the agent's jobs."""
+        ...
+
+    async def clusters(self) -> list[ClusterStats]: ...
+
+    async def append_logs(self, chunks: Sequence[LogChunk]) -> None:
+        """Store chunks; a chunk already stored at the same position is ignored."""
+        ...
+
+    async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes: ...
+
+    async def events(self, *, after: int, limit: int) -> list[Event]: ...
+
+    async def append_events(self, events: Sequence[Event]) -> list[Event]: ...
+
+    async def create_token(
+        self, *, name: str, role: Role, cluster: str | None, tenant: str | None
+    ) -> tuple[Principal, str]:
+        """A new token; the secret is returned once and only its hash is stored."""
+        ...
+
+    async def authenticate(self, secret: str) -> Principal:
+        """The token's principal, or AuthError."""
+        ...
+
+    async def list_tokens(self) -> list[Principal]: ...
+
+    async def revoke_token(self, token_id: str) -> None: ...
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Number of jobs by (cluster, state)."""
+        ...

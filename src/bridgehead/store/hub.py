@@ -1,0 +1,77 @@
+"""In-process change hub: waiters subscribe to keys and are woken when a key is published.
+
+A waiter subscribes *before* it reads the state it waits on, so a change committed between
+the read and the wait is never missed::
+
+    async with hub.watch(f"job:{job_id}") as changed:
+        job = await store.get(job_id)
+        if not done(job):
+            await changed.wait(timeout)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+
+
+class Watch:
+    """Set once any watched key is published after the watch began."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._event.set()
+
+    @property
+    def fired(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if a watched key changed. Re-arms itself."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
+class ChangeHub:
+    def __init__(self) -> None:
+        self._watches: dict[str, set[Watch]] = defaultdict(set)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, *keys: str) -> AsyncIterator[Watch]:
+        watch = Watch()
+        for key in keys:
+            self._watches[key].add(watch)
+        try:
+            yield watch
+        finally:
+            for key in keys:
+                waiters = self._watches.get(key)
+                if waiters is not None:
+                    waiters.discard(watch)
+                    if not waiters:
+                        del self._watches[key]
+
+    def publish(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            for watch in self._watches.get(key, ()):
+                watch._fire()
+
+    def publish_all(self) -> None:
+        """Wake every waiter (e.g. after the notification link was lost and re-made)."""
+        for waiters in list(self._watches.values()):
+            for watch in waiters:
+                watch._fire()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._watches.values())

@@ -1,0 +1,521 @@
+"""The store logic shared by SQLite and PostgreSQL: named SQL, row mapping, CAS writes.
+
+A dialect subclass supplies connections (``_write``/``_read``), how a list of ids is bound,
+the claim statement, the batch transition and how notifications leave a transaction.
+SQL lives here and in the dialect modules only, as named constants with ``:name`` parameters.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from bridgehead.domain.clusters import Cluster, Principal, Role
+from bridgehead.domain.events import Event, job_event
+from bridgehead.domain.jobs import (
+    ACTIVE,
+    IN_FLIGHT,
+    TERMINAL,
+    Job,
+    JobSpec,
+    JobState,
+    Transition,
+    Usage,
+    new_job_id,
+    predecessors,
+)
+from bridgehead.errors import AuthError, InvalidSpec, NotFound
+from bridgehead.store.base import ClusterStats, JobFilter, LogChunk, Submitted
+from bridgehead.store.hub import ChangeHub
+
+Row = Mapping[str, Any]
+
+
+class Conn(Protocol):
+    """One connection inside a transaction (or a read)."""
+
+    async def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class WriteTx(Protocol):
+    conn: Conn
+
+    def notify(self, *keys: str) -> None:
+        """Publish ``keys`` once the transaction has committed."""
+        ...
+
+
+def _states_sql(states: Sequence[JobState] | frozenset[JobState]) -> str:
+    """An SQL list of state literals (enum values only, never user input)."""
+    return "(" + ",".join(f"'{s.value}'" for s in sorted(states)) + ")"
+
+
+_IN_FLIGHT = _states_sql(IN_FLIGHT)
+_HELD = _states_sql(IN_FLIGHT | {JobState.CLAIMED})
+_ACTIVE = _states_sql(ACTIVE)
+
+INSERT_JOB = """
+INSERT INTO jobs (id, cluster, tenant, state, idempotency_key, spec, created_at, updated_at)
+VALUES (:id, :cluster, :tenant, 'queued', :idempotency_key, :spec, :now, :now)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+"""
+SELECT_BY_KEY = "SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key"
+SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
+INSERT_EVENT = """
+INSERT INTO events (id, type, source, subject, time, data)
+VALUES (:id, :type, :source, :subject, :time, :data)
+"""
+# Transition SET clause shared by the per-row and batch forms; ``v`` names the new values.
+TRANSITION_SET = """
+    state = v.state, version = jobs.version + 1, updated_at = :now,
+    native_id = COALESCE(v.native_id, jobs.native_id),
+    exit_code = COALESCE(v.exit_code, jobs.exit_code),
+    reason = COALESCE(v.reason, jobs.reason),
+    usage = COALESCE(v.usage, jobs.usage),
+    submitted_at = CASE WHEN v.state = 'submitted' THEN v.at ELSE jobs.submitted_at END,
+    started_at = CASE WHEN v.state = 'running' THEN v.at ELSE jobs.started_at END,
+    finished_at = CASE WHEN v.state IN {terminal} THEN v.at ELSE jobs.finished_at END,
+    lease_expires_at = CASE WHEN v.state IN {terminal} THEN NULL ELSE jobs.lease_expires_at END,
+    agent_id = CASE WHEN v.state = 'queued' THEN NULL ELSE jobs.agent_id END
+""".format(terminal=_states_sql(TERMINAL))
+CANCEL_NOW = """
+UPDATE jobs SET state = 'cancelled', version = version + 1, updated_at = :now,
+    finished_at = :now, reason = 'cancelled by user', lease_expires_at = NULL
+WHERE id = :id AND state IN ('queued', 'claimed') RETURNING *
+"""
+FLAG_CANCEL = f"""
+UPDATE jobs SET cancel_requested = TRUE, version = version + 1, updated_at = :now
+WHERE id = :id AND state IN {_IN_FLIGHT} AND NOT cancel_requested RETURNING *
+"""
+SELECT_CANCEL_REQUESTED = f"""
+SELECT * FROM jobs WHERE agent_id = :agent AND cancel_requested AND state IN {_IN_FLIGHT}
+"""
+ADOPT = f"""
+UPDATE jobs SET agent_id = :agent, lease_expires_at = :lease
+WHERE cluster = :cluster AND (
+    (state IN {_IN_FLIGHT} AND (agent_id = :agent OR agent_id IS NULL OR lease_expires_at < :now))
+    OR (state = 'claimed' AND agent_id = :agent))
+RETURNING *
+"""
+UPSERT_CLUSTER = """
+INSERT INTO clusters (name, backend, labels, agent_id, last_heartbeat, info)
+VALUES (:name, :backend, :labels, :agent, :now, :info)
+ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, labels = excluded.labels,
+    agent_id = excluded.agent_id, last_heartbeat = excluded.last_heartbeat, info = excluded.info
+"""
+RENEW_LEASES = f"""
+UPDATE jobs SET lease_expires_at = :lease WHERE agent_id = :agent AND state IN {_HELD}
+"""
+SELECT_CLUSTERS = "SELECT * FROM clusters ORDER BY name"
+ACTIVE_COUNTS = f"""
+SELECT cluster, state, COUNT(*) AS n FROM jobs WHERE state IN {_ACTIVE} GROUP BY cluster, state
+"""
+INSERT_LOG = """
+INSERT INTO job_logs (job_id, stream, pos, size, data) VALUES (:job_id, :stream, :pos, :size, :data)
+ON CONFLICT (job_id, stream, pos) DO NOTHING
+"""
+SELECT_LOGS = """
+SELECT pos, data FROM job_logs WHERE job_id = :id AND stream = :stream AND pos + size > :offset
+ORDER BY pos LIMIT 256
+"""
+INSERT_TOKEN = """
+INSERT INTO tokens (id, name, hash, role, cluster, tenant, created_at)
+VALUES (:id, :name, :hash, :role, :cluster, :tenant, :now)
+"""
+SELECT_TOKEN = "SELECT * FROM tokens WHERE hash = :hash AND revoked_at IS NULL"
+SELECT_TOKENS = "SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_at"
+REVOKE_TOKEN = "UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL RETURNING id"
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def job_from_row(row: Row) -> Job:
+    usage = _loads(row["usage"])
+    return Job(
+        id=row["id"],
+        spec=JobSpec.from_dict(_loads(row["spec"])),
+        state=JobState(row["state"]),
+        version=row["version"],
+        attempt=row["attempt"],
+        native_id=row["native_id"],
+        exit_code=row["exit_code"],
+        reason=row["reason"],
+        agent_id=row["agent_id"],
+        lease_expires_at=row["lease_expires_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        usage=Usage(**usage) if usage else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time,
+        "data": json.dumps(event.data),
+    }
+
+
+def event_from_row(row: Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        id=row["id"],
+        type=row["type"],
+        source=row["source"],
+        subject=row["subject"],
+        time=row["time"],
+        data=json.loads(row["data"]),
+    )
+
+
+def transition_row(t: Transition, now: float) -> dict[str, Any]:
+    return {
+        "id": t.job_id,
+        "state": t.state.value,
+        "native_id": t.native_id,
+        "exit_code": t.exit_code,
+        "reason": t.reason,
+        "usage": json.dumps(asdict(t.usage)) if t.usage else None,
+        "at": t.at if t.at is not None else now,
+    }
+
+
+def _principal(row: Row) -> Principal:
+    return Principal(
+        token_id=row["id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        cluster=row["cluster"],
+        tenant=row["tenant"],
+    )
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _job_event_rows(jobs: Sequence[Job], now: float) -> list[dict[str, Any]]:
+    rows = []
+    for job in jobs:
+        event = job_event(
+            job.id, job.cluster, job.state, exit_code=job.exit_code, reason=job.reason,
+            native_id=job.native_id, attempt=job.attempt,
+        )
+        rows.append(event_row(Event(**{**_event_fields(event), "time": now})))
+    return rows
+
+
+def _event_fields(event: Event) -> dict[str, Any]:
+    return {f: getattr(event, f) for f in ("id", "type", "source", "subject", "data")}
+
+
+class SqlJobStore(abc.ABC):
+    """Shared logic; see the module docstring for what a dialect adds."""
+
+    def __init__(self) -> None:
+        self.hub = ChangeHub()
+
+    # -- dialect hooks ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def _write(self) -> AbstractAsyncContextManager[WriteTx]: ...
+
+    @abc.abstractmethod
+    def _read(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    @abc.abstractmethod
+    def _ids_sql(self, param: str) -> str:
+        """An SQL expression usable as ``x IN <expr>`` for the id list bound to ``param``."""
+
+    @abc.abstractmethod
+    def _ids_value(self, ids: Sequence[str]) -> Any: ...
+
+    @abc.abstractmethod
+    def _label_sql(self, key_param: str) -> str:
+        """An SQL expression for the value of the label whose name is bound to ``key_param``."""
+
+    @abc.abstractmethod
+    async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def _apply(
+        self, conn: Conn, rows: list[dict[str, Any]], agent_id: str | None, now: float
+    ) -> list[Row | None]: ...
+
+    @abc.abstractmethod
+    def _events_sql(self) -> str: ...
+
+    # -- jobs ------------------------------------------------------------------------------
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
+        now = time.time()
+        rows = [
+            {
+                "id": new_job_id(),
+                "cluster": s.cluster,
+                "tenant": s.tenant,
+                "idempotency_key": s.idempotency_key,
+                "spec": json.dumps(s.to_dict()),
+                "now": now,
+            }
+            for s in specs
+        ]
+        out: list[Submitted] = []
+        async with self._write() as tx:
+            await tx.conn.executemany(INSERT_JOB, rows)
+            for spec, row in zip(specs, rows, strict=True):
+                if spec.idempotency_key is None:
+                    out.append(Submitted(job=_new_job(row["id"], spec, now), created=True))
+                    continue
+                found = await tx.conn.fetch(
+                    SELECT_BY_KEY, {"tenant": spec.tenant, "key": spec.idempotency_key}
+                )
+                job = job_from_row(found[0])
+                out.append(Submitted(job=job, created=job.id == row["id"]))
+            created = [s.job for s in out if s.created]
+            await tx.conn.executemany(INSERT_EVENT, _job_event_rows(created, now))
+            tx.notify("events", *{f"cluster:{j.cluster}" for j in created})
+        return out
+
+    async def get(self, job_id: str) -> Job:
+        async with self._read() as conn:
+            rows = await conn.fetch(SELECT_JOB, {"id": job_id})
+        if not rows:
+            raise NotFound(f"job {job_id} not found")
+        return job_from_row(rows[0])
+
+    async def list_jobs(
+        self, flt: JobFilter, *, limit: int = 100, after: str | None = None
+    ) -> list[Job]:
+        where, params = ["1 = 1"], {"limit": limit}
+        for column in ("cluster", "tenant", "agent_id"):
+            if getattr(flt, column) is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = getattr(flt, column)
+        if flt.states:
+            where.append(f"state IN {self._ids_sql('states')}")
+            params["states"] = self._ids_value([s.value for s in flt.states])
+        for i, (key, value) in enumerate(flt.labels):
+            where.append(f"{self._label_sql(f'lk{i}')} = :lv{i}")
+            params[f"lk{i}"], params[f"lv{i}"] = key, value
+        if after is not None:
+            where.append("id > :after")
+            params["after"] = after
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit"
+        async with self._read() as conn:
+            return [job_from_row(r) for r in await conn.fetch(sql, params)]
+
+    async def clusters_of(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Each known job id's cluster (authorization of agent reports)."""
+        sql = f"SELECT id, cluster FROM jobs WHERE id IN {self._ids_sql('ids')}"
+        async with self._read() as conn:
+            rows = await conn.fetch(sql, {"ids": self._ids_value(list(set(job_ids)))})
+        return {r["id"]: r["cluster"] for r in rows}
+
+    async def claim(
+        self, cluster: str, agent_id: str, *, limit: int, lease_s: float
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        params = {
+            "cluster": cluster, "agent": agent_id, "limit": limit,
+            "now": now, "lease": now + lease_s,
+        }
+        async with self._write() as tx:
+            jobs = sorted((job_from_row(r) for r in await self._claim(tx.conn, params)),
+                          key=lambda j: j.id)
+            if jobs:
+                await tx.conn.executemany(INSERT_EVENT, _job_event_rows(jobs, now))
+                tx.notify("events", *(f"job:{j.id}" for j in jobs))
+        return jobs
+
+    async def adopt(self, cluster: str, agent_id: str, *, lease_s: float) -> list[Job]:
+        now = time.time()
+        params = {"cluster": cluster, "agent": agent_id, "now": now, "lease": now + lease_s}
+        async with self._write() as tx:
+            rows = await tx.conn.fetch(ADOPT, params)
+        return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+
+    async def transition(
+        self, transitions: Sequence[Transition], *, agent_id: str | None = None
+    ) -> list[Job | None]:
+        if not transitions:
+            return []
+        now = time.time()
+        rows = [transition_row(t, now) for t in transitions]
+        async with self._write() as tx:
+            applied = await self._apply(tx.conn, rows, agent_id, now)
+            jobs = [job_from_row(r) if r is not None else None for r in applied]
+            changed = [j for j in jobs if j is not None]
+            if changed:
+                await tx.conn.executemany(INSERT_EVENT, _job_event_rows(changed, now))
+                tx.notify("events", *(f"job:{j.id}" for j in changed))
+                tx.notify(*{f"cluster:{j.cluster}" for j in changed if j.state is JobState.QUEUED})
+        return jobs
+
+    async def request_cancel(self, job_id: str) -> Job:
+        now = time.time()
+        async with self._write() as tx:
+            rows = await tx.conn.fetch(CANCEL_NOW, {"id": job_id, "now": now})
+            if rows:
+                job = job_from_row(rows[0])
+                await tx.conn.executemany(INSERT_EVENT, _job_event_rows([job], now))
+                tx.notify("events", f"job:{job.id}")
+                return job
+            rows = await tx.conn.fetch(FLAG_CANCEL, {"id": job_id, "now": now})
+            if rows:
+                job = job_from_row(rows[0])
+                tx.notify(f"job:{job.id}", f"cluster:{job.cluster}", f"agent:{job.agent_id}")
+                return job
+        return await self.get(job_id)
+
+    async def cancel_requested(self, agent_id: str) -> list[Job]:
+        async with self._read() as conn:
+            rows = await conn.fetch(SELECT_CANCEL_REQUESTED, {"agent": agent_id})
+        return [job_from_row(r) for r in rows]
+
+    # -- clusters --------------------------------------------------------------------------
+    async def heartbeat(
+        self,
+        cluster: str,
+        agent_id: str,
+        *,
+        backend: str,
+        labels: dict[str, str],
+        info: dict[str, object],
+        lease_s: float,
+    ) -> None:
+        now = time.time()
+        async with self._write() as tx:
+            await tx.conn.executemany(UPSERT_CLUSTER, [{
+                "name": cluster, "backend": backend, "labels": json.dumps(labels),
+                "agent": agent_id, "now": now, "info": json.dumps(info),
+            }])
+            await tx.conn.executemany(RENEW_LEASES, [{"agent": agent_id, "lease": now + lease_s}])
+
+    async def clusters(self) -> list[ClusterStats]:
+        async with self._read() as conn:
+            rows = await conn.fetch(SELECT_CLUSTERS)
+            count_rows = await conn.fetch(ACTIVE_COUNTS)
+        counts: dict[str, dict[str, int]] = {}
+        for r in count_rows:
+            counts.setdefault(r["cluster"], {})[r["state"]] = r["n"]
+        return [
+            ClusterStats(
+                cluster=Cluster(
+                    name=r["name"], backend=r["backend"], labels=_loads(r["labels"]),
+                    agent_id=r["agent_id"], last_heartbeat=r["last_heartbeat"],
+                    info=_loads(r["info"]),
+                ),
+                counts=counts.get(r["name"], {}),
+            )
+            for r in rows
+        ]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        async with self._read() as conn:
+            rows = await conn.fetch(ACTIVE_COUNTS)
+        return {(r["cluster"], r["state"]): r["n"] for r in rows}
+
+    # -- logs and events -------------------------------------------------------------------
+    async def append_logs(self, chunks: Sequence[LogChunk]) -> None:
+        if not chunks:
+            return
+        rows = [
+            {"job_id": c.job_id, "stream": c.stream, "pos": c.pos, "size": len(c.data),
+             "data": c.data}
+            for c in chunks
+        ]
+        async with self._write() as tx:
+            await tx.conn.executemany(INSERT_LOG, rows)
+            tx.notify(*{f"logs:{c.job_id}" for c in chunks})
+
+    async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes:
+        params = {"id": job_id, "stream": stream, "offset": offset}
+        async with self._read() as conn:
+            rows = await conn.fetch(SELECT_LOGS, params)
+        out, at = bytearray(), offset
+        for row in rows:
+            if row["pos"] > at or len(out) >= limit:
+                break  # a gap (a chunk not arrived yet) or enough
+            data = bytes(row["data"])
+            out += data[at - row["pos"]:]
+            at = row["pos"] + len(data)
+        return bytes(out[:limit])
+
+    async def events(self, *, after: int, limit: int) -> list[Event]:
+        async with self._read() as conn:
+            rows = await conn.fetch(self._events_sql(), {"after": after, "limit": limit})
+        return [event_from_row(r) for r in rows]
+
+    async def append_events(self, events: Sequence[Event]) -> list[Event]:
+        now = time.time()
+        out = []
+        async with self._write() as tx:
+            for event in events:
+                row = event_row(Event(**{**_event_fields(event), "time": event.time or now}))
+                found = await tx.conn.fetch(INSERT_EVENT + " RETURNING seq, time", row)
+                out.append(Event(**{**_event_fields(event), "time": found[0]["time"],
+                                    "seq": found[0]["seq"]}))
+            tx.notify("events")
+        return out
+
+    # -- tokens ----------------------------------------------------------------------------
+    async def create_token(
+        self, *, name: str, role: Role, cluster: str | None, tenant: str | None
+    ) -> tuple[Principal, str]:
+        if role is Role.AGENT and not cluster:
+            raise InvalidSpec("an agent token needs a cluster")
+        secret = "bh_" + secrets.token_urlsafe(32)
+        principal = Principal(
+            token_id=secrets.token_hex(8), name=name, role=role, cluster=cluster, tenant=tenant
+        )
+        async with self._write() as tx:
+            await tx.conn.executemany(INSERT_TOKEN, [{
+                "id": principal.token_id, "name": name, "hash": hash_token(secret),
+                "role": role.value, "cluster": cluster, "tenant": tenant, "now": time.time(),
+            }])
+        return principal, secret
+
+    async def authenticate(self, secret: str) -> Principal:
+        async with self._read() as conn:
+            rows = await conn.fetch(SELECT_TOKEN, {"hash": hash_token(secret)})
+        if not rows:
+            raise AuthError("unknown or revoked token")
+        return _principal(rows[0])
+
+    async def list_tokens(self) -> list[Principal]:
+        async with self._read() as conn:
+            return [_principal(r) for r in await conn.fetch(SELECT_TOKENS)]
+
+    async def revoke_token(self, token_id: str) -> None:
+        async with self._write() as tx:
+            rows = await tx.conn.fetch(REVOKE_TOKEN, {"id": token_id, "now": time.time()})
+        if not rows:
+            raise NotFound(f"token {token_id} not found")
+
+
+def _new_job(job_id: str, spec: JobSpec, now: float) -> Job:
+    return Job(id=job_id, spec=spec, state=JobState.QUEUED, created_at=now, updated_at=now)
+
+
+def expected_states_sql(target: JobState) -> str:
+    """The CAS guard of a transition to ``target``: the states it may come from."""
+    return _states_sql(predecessors(target))

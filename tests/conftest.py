@@ -1,0 +1,87 @@
+"""Shared fixtures: real stores on SQLite and PostgreSQL.
+
+PostgreSQL comes from ``BRIDGEHEAD_TEST_PG_DSN`` (default: the local server). Each test gets a
+fresh database cloned from a migrated template. When PostgreSQL is unreachable the tests that
+need it are skipped locally with the reason, and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from bridgehead.store import JobStore, create_store
+
+PG_DSN = os.environ.get("BRIDGEHEAD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pg_dsn_for(database: str) -> str:
+    parts = urlsplit(PG_DSN)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _pg_unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable at {PG_DSN}: {reason}")
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database for the session."""
+    name = f"bh_tmpl_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def setup() -> None:
+        await _admin(f"CREATE DATABASE {name}")
+        store = create_store(pg_dsn_for(name))
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(setup())
+    except Exception as exc:  # any connection failure: skip locally, fail in CI
+        _pg_unavailable(repr(exc))
+    yield name
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh database (cloned from the template) for one test; yields its DSN."""
+    name = f"bh_t_{secrets.token_hex(6)}"
+    asyncio.run(_admin(f"CREATE DATABASE {name} TEMPLATE {pg_template}"))
+    yield pg_dsn_for(name)
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_dsn(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bh.db'}"
+    return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+async def store(store_dsn: str) -> AsyncIterator[JobStore]:
+    s = create_store(store_dsn)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -1,0 +1,1 @@
+"""The per-cluster agent: claim, submit, poll, report, outbox, reconcile."""

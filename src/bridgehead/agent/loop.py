@@ -1,0 +1,315 @@
+"""The per-cluster agent: claim -> submit -> poll (one batched call) -> report, with an outbox.
+
+Exactly-once submission:
+1. a claimed job is moved to ``submitting`` on the server (a synchronous CAS) before the
+   scheduler is called; the native job is tagged with the Bridgehead id;
+2. the native id goes into the durable outbox, then to the server;
+3. at start (and every ``adopt`` cycle) the agent first flushes its outbox, then takes back its
+   in-flight jobs: a job still ``submitting`` is looked up by tag on the scheduler — adopted if
+   found, submitted if not. Never both.
+
+Server outages: polling and log shipping go on; reports wait in the outbox and arrive in
+order once the server answers again. Scheduler outages: back off, change no state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bridgehead.agent.outbox import Outbox
+from bridgehead.backends.base import STREAMS, Backend, NativeStatus
+from bridgehead.client.core import AsyncClient
+from bridgehead.config import AgentSettings
+from bridgehead.domain.jobs import Job, JobState, Transition
+from bridgehead.errors import (
+    BackendUnavailable,
+    ClientError,
+    InvalidSpec,
+    ServerUnavailable,
+    SubmitRejected,
+)
+from bridgehead.store.base import LogChunk
+
+logger = logging.getLogger(__name__)
+
+FAILPOINT_ENV = "BRIDGEHEAD_FAILPOINT"
+"""Crash testing only: ``after-backend-submit`` makes the agent SIGKILL itself right after the
+scheduler accepted a job and before anything recorded the native id."""
+
+
+@dataclass
+class Tracked:
+    job: Job
+    native_id: str | None = None
+    state: JobState = JobState.SUBMITTED
+    missing_since: float | None = None
+    cancel_sent: bool = False
+    pending: list[Transition] = field(default_factory=list)
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, backend: Backend,
+                 client: AsyncClient | None = None, *, handle_signals: bool = True) -> None:
+        self.settings = settings
+        self.handle_signals = handle_signals
+        self.backend = backend
+        self.client = client or AsyncClient(settings.server, settings.token)
+        self.outbox = Outbox(settings.state_dir / "outbox.db")
+        default_id = f"{socket.gethostname()}-{settings.cluster}-{secrets.token_hex(3)}"
+        self.agent_id = self.outbox.meta("agent_id", default_id)
+        self.tracked: dict[str, Tracked] = {}
+        self._to_submit: dict[str, Job] = {}
+        self._stop = asyncio.Event()
+        self._wake_poll = asyncio.Event()
+        self._wake_flush = asyncio.Event()
+        self._failpoint = os.environ.get(FAILPOINT_ENV, "")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT) if self.handle_signals else ():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        logger.info("agent %s serving cluster %s via %s", self.agent_id, self.settings.cluster,
+                    self.settings.server)
+        await self._until_server(self._flush_all)
+        await self._until_server(self._adopt)
+        tasks = [asyncio.create_task(self._supervise(name, fn), name=name) for name, fn in (
+            ("claim", self._claim_loop), ("poll", self._poll_loop),
+            ("flush", self._flush_loop), ("heartbeat", self._heartbeat_loop))]
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(ClientError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._flush_all(), 5)
+        await self.client.aclose()
+        await self.backend.close()
+        self.outbox.close()
+        logger.info("agent %s stopped; %d jobs left to the next start", self.agent_id,
+                    len(self.tracked))
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the agent's loops; an unexpected error is logged and the loop restarts."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("agent %s loop failed; restarting it in 1s", name)
+                await asyncio.sleep(1.0)
+
+    async def _until_server(self, step: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                return await step()
+            except ServerUnavailable as exc:
+                logger.warning("server unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # -- claim and submit ------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._submit_pending()
+                free = self.backend.free_slots()
+                room = 64 if free is None else min(free, 64)
+                cancelling = [i for i, t in self.tracked.items() if t.cancel_sent]
+                jobs, cancel = await self.client.claim(
+                    self.settings.cluster, self.agent_id, max_jobs=room,
+                    wait_s=20.0 if room else self.settings.poll_interval_s,
+                    cancelling=cancelling)
+                delay = 0.2
+            except ServerUnavailable as exc:
+                logger.warning("claim failed: %s", exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await self._cancel(cancel)
+            for job in jobs:
+                self._to_submit[job.id] = job
+            await self._submit_pending()
+
+    async def _submit_pending(self) -> None:
+        for job_id, job in list(self._to_submit.items()):
+            try:
+                await self._submit(job)
+            except BackendUnavailable as exc:
+                logger.warning("scheduler unavailable, will retry job %s: %s", job_id, exc)
+                return
+            self._to_submit.pop(job_id, None)
+
+    async def _submit(self, job: Job) -> None:
+        if job.state is JobState.CLAIMED:
+            [ok] = await self.client.report(
+                self.settings.cluster, self.agent_id,
+                transitions=[Transition(job_id=job.id, state=JobState.SUBMITTING)])
+            if not ok:
+                logger.info("job %s was cancelled or taken over before submission", job.id)
+                return
+        try:
+            native_id = await self.backend.submit(job.id, job.spec)
+        except (SubmitRejected, InvalidSpec) as exc:
+            logger.warning("scheduler refused job %s: %s", job.id, exc)
+            self._record(Transition(job_id=job.id, state=JobState.FAILED, reason=exc.message))
+            return
+        if self._failpoint == "after-backend-submit":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=native_id))
+        self.tracked[job.id] = Tracked(job=job, native_id=native_id)
+        self._wake_poll.set()
+
+    async def _adopt(self) -> None:
+        """Take back in-flight jobs (after a restart, or from an agent whose lease expired)."""
+        for job in await self.client.adopt(self.settings.cluster, self.agent_id):
+            if job.id in self.tracked or job.id in self._to_submit:
+                continue
+            if job.state is JobState.CLAIMED:
+                self._to_submit[job.id] = job
+            elif job.state is JobState.SUBMITTING:
+                await self._reconcile(job)
+            else:
+                self.tracked[job.id] = Tracked(job=job, native_id=job.native_id, state=job.state)
+                logger.info("adopted job %s (%s %s)", job.id, job.state, job.native_id)
+
+    async def _reconcile(self, job: Job) -> None:
+        found = await self.backend.find(job.id)
+        if found:
+            logger.info("job %s found on the scheduler as %s: adopting it", job.id, found[0])
+            self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=found[0]))
+            self.tracked[job.id] = Tracked(job=job, native_id=found[0])
+        elif job.cancel_requested:
+            self._record(Transition(job_id=job.id, state=JobState.CANCELLED,
+                                    reason="cancelled before it reached the scheduler"))
+        else:
+            logger.info("job %s not on the scheduler: submitting it", job.id)
+            self._to_submit[job.id] = job
+
+    async def _cancel(self, job_ids: list[str]) -> None:
+        targets = [t for i in job_ids if (t := self.tracked.get(i)) and not t.cancel_sent]
+        natives = [t.native_id for t in targets if t.native_id]
+        if natives:
+            await self.backend.cancel(natives)
+        for t in targets:
+            t.cancel_sent = True
+        self._wake_poll.set()
+
+    # -- poll, logs, report ----------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        last_adopt = time.monotonic()
+        while True:
+            try:
+                await self.poll_once()
+            except BackendUnavailable as exc:
+                logger.warning("scheduler unavailable: %s", exc)
+            if time.monotonic() - last_adopt > self.settings.heartbeat_s * 6:
+                with contextlib.suppress(ServerUnavailable):
+                    await self._adopt()
+                    last_adopt = time.monotonic()
+            self._wake_poll.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake_poll.wait(), self.settings.poll_interval_s)
+
+    async def poll_once(self) -> None:
+        natives = {t.native_id: t for t in self.tracked.values() if t.native_id}
+        statuses = await self.backend.poll(list(natives))
+        now = time.time()
+        transitions: list[Transition] = []
+        chunks: list[LogChunk] = []
+        for native_id, t in natives.items():
+            status = statuses.get(native_id)
+            if status is None:
+                t.missing_since = t.missing_since or now
+                if now - t.missing_since < self.settings.lost_after_s:
+                    continue
+                status = NativeStatus(state=JobState.LOST,
+                                      reason="the scheduler no longer knows this job")
+            t.missing_since = None
+            chunks += await self._read_logs(t)
+            if status.state is not t.state:
+                transitions.append(Transition(
+                    job_id=t.job.id, state=status.state, exit_code=status.exit_code,
+                    reason=status.reason, usage=status.usage, at=now))
+                t.state = status.state
+        self.outbox.put(transitions=transitions, logs=chunks)  # logs first, then states
+        self._wake_flush.set()
+        for t in list(self.tracked.values()):
+            if t.state.terminal:
+                self.tracked.pop(t.job.id)
+                self.outbox.forget_offsets(t.job.id)
+
+    async def _read_logs(self, t: Tracked) -> list[LogChunk]:
+        chunks = []
+        for stream in STREAMS:
+            pos = self.outbox.offset(t.job.id, stream)
+            while True:
+                data = await self.backend.read_log(t.native_id or "", stream, pos,
+                                                   self.settings.log_chunk_bytes)
+                if not data:
+                    break
+                chunks.append(LogChunk(job_id=t.job.id, stream=stream, pos=pos, data=data))
+                pos += len(data)
+                if len(data) < self.settings.log_chunk_bytes:
+                    break
+        return chunks
+
+    def _record(self, *transitions: Transition) -> None:
+        self.outbox.put(transitions=transitions)
+        self._wake_flush.set()
+
+    async def _flush_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._flush_all()
+                delay = 0.2
+                self._wake_flush.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake_flush.wait(), self.settings.poll_interval_s)
+            except ServerUnavailable as exc:
+                logger.warning("server unavailable, %d reports kept in the outbox: %s",
+                               len(self.outbox), exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _flush_all(self) -> None:
+        while batch := self.outbox.peek(500, 4 << 20):
+            try:
+                await self.client.report(self.settings.cluster, self.agent_id,
+                                         transitions=batch.transitions, logs=batch.logs)
+            except ServerUnavailable:
+                raise
+            except ClientError as exc:  # a 4xx: retrying cannot help; keep the log of it
+                logger.error("server refused %d reports, dropping them: %s",
+                             len(batch.transitions) + len(batch.logs), exc)
+            self.outbox.ack(batch.last_seq)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            with contextlib.suppress(ServerUnavailable):
+                await self.client.heartbeat(
+                    self.settings.cluster, self.agent_id, backend=self.backend.kind,
+                    labels=self.settings.labels,
+                    info={"in_flight": len(self.tracked), "free_slots": self.backend.free_slots(),
+                          "outbox": len(self.outbox), "pid": os.getpid()})
+            await asyncio.sleep(self.settings.heartbeat_s)

@@ -1,0 +1,1 @@
+"""The ``bridgehead`` command line."""

@@ -1,0 +1,355 @@
+"""The ``bridgehead`` command: thin commands over the SDK and the services.
+
+Bad input exits 2 with one line on stderr; an unreachable server exits 1; ``wait`` and
+``submit --wait`` exit 1 when a job did not succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridgehead.cli import output
+from bridgehead.config import AgentSettings, ServerSettings
+from bridgehead.domain.jobs import JobSpec, JobState, Resources
+from bridgehead.errors import (
+    AuthError,
+    BridgeheadError,
+    ConfigError,
+    InvalidSpec,
+    NotFound,
+)
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(?:(\d+):)?(\d+)$")
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_MEMORY = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
+
+
+def parse_walltime(text: str) -> int:
+    """Seconds from ``90``, ``30m``, ``2h``, ``1d``, ``MM:SS``, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
+    if m := _DURATION.match(text):
+        return int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    parts = text.replace("-", ":").split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 4:
+        raise InvalidSpec(f"walltime {text!r}: use 90, 30m, 2h, HH:MM:SS or D-HH:MM:SS")
+    seconds = 0
+    for unit, value in zip((86400, 3600, 60, 1)[-len(parts):], parts, strict=True):
+        seconds += unit * int(value)
+    return seconds
+
+
+def parse_memory(text: str) -> int:
+    """Megabytes from ``512``, ``512M``, ``4G``, ``1T``."""
+    m = _MEMORY.match(text)
+    if not m:
+        raise InvalidSpec(f"memory {text!r}: use e.g. 512M or 4G")
+    factor = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m[2].upper()]
+    return max(1, int(int(m[1]) * factor))
+
+
+def parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"{what} {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _client() -> Any:
+    from bridgehead.client import Client
+
+    return Client()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bridgehead")
+def cli() -> None:
+    """Bridgehead: run jobs on your clusters from Airflow, scripts and events."""
+
+
+# -- services ------------------------------------------------------------------------------
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port (default 8765).")
+@click.option("--slots", type=int, default=None, help="Core slots of the local cluster.")
+def up(port: int | None, slots: int | None) -> None:
+    """Embedded Bridgehead: server on SQLite + a local agent, in one process."""
+    from bridgehead.cli.services import run_up
+    from bridgehead.logs import setup_logging
+
+    settings = ServerSettings.load(host="127.0.0.1", port=port)
+    setup_logging(settings.log_format, "WARNING")
+
+    def ready(url: str) -> None:
+        output.console.print(f"[bold green]Bridgehead is up[/] at {url}  "
+                             f"(store {settings.store}; cluster 'local')")
+        output.console.print("Client config written; try: bridgehead submit -- echo hello")
+
+    asyncio.run(run_up(settings, {"slots": slots, "poll_interval_s": 0.25}, ready))
+
+
+@cli.command()
+@click.option("--store", default=None, help="sqlite:///path.db or postgresql://...")
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--access-log/--no-access-log", default=False)
+def server(store: str | None, host: str | None, port: int | None, access_log: bool) -> None:
+    """Run the Bridgehead API server."""
+    from bridgehead.cli.services import run_server
+    from bridgehead.logs import setup_logging
+
+    settings = ServerSettings.load(store=store, host=host, port=port)
+    settings.dsn  # noqa: B018 - validate the DSN before starting
+    setup_logging(settings.log_format, settings.log_level)
+    run_server(settings, access_log=access_log)
+
+
+@cli.command()
+@click.option("--cluster", default=None, help="The cluster this agent serves.")
+@click.option("--server", "server_url", default=None, help="Bridgehead server URL.")
+@click.option("--token", default=None, help="Agent token (or BRIDGEHEAD_TOKEN).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--slots", type=int, default=None, help="Core slots (local backend).")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
+def agent(cluster: str | None, server_url: str | None, token: str | None,
+          state_dir: Path | None, slots: int | None, poll_interval: float | None) -> None:
+    """Run an agent on a cluster's head node (outbound HTTP only)."""
+    from bridgehead.cli.services import run_agent
+    from bridgehead.logs import setup_logging
+
+    settings = AgentSettings.load(cluster=cluster, server=server_url, token=token,
+                                  state_dir=state_dir, slots=slots,
+                                  poll_interval_s=poll_interval)
+    if not settings.token:
+        raise ConfigError("an agent needs a token: --token or BRIDGEHEAD_TOKEN")
+    setup_logging(settings.log_format, settings.log_level)
+    run_agent(settings)
+
+
+# -- jobs ----------------------------------------------------------------------------------
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("command", nargs=-1)
+@click.option("--script", "script_file", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="A script file (its #! line runs it) instead of a command.")
+@click.option("--cluster", default="local", show_default=True)
+@click.option("--name")
+@click.option("--cores", type=int, default=1, show_default=True)
+@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--memory", help="e.g. 512M, 4G")
+@click.option("--gpus", type=int, default=0)
+@click.option("--walltime", help="e.g. 90, 30m, 2h, HH:MM:SS")
+@click.option("--partition")
+@click.option("--account")
+@click.option("--env", "env", multiple=True, help="KEY=VALUE, repeatable")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable")
+@click.option("--workdir", help="Absolute working directory on the cluster.")
+@click.option("--option", "options", multiple=True,
+              help="Scheduler option passed through (--name=value), repeatable.")
+@click.option("--tenant", default="default")
+@click.option("--key", "idempotency_key", help="Idempotency key: the same key, the same job.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the end; exit 1 unless it succeeded.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the job's stdout until it ends.")
+@click.option("--json", "as_json", is_flag=True)
+def submit(command: tuple[str, ...], script_file: Path | None, cluster: str, name: str | None,
+           cores: int, nodes: int, memory: str | None, gpus: int, walltime: str | None,
+           partition: str | None, account: str | None, env: tuple[str, ...],
+           labels: tuple[str, ...], workdir: str | None, options: tuple[str, ...], tenant: str,
+           idempotency_key: str | None, wait_: bool, follow: bool, as_json: bool) -> None:
+    """Submit a job: ``bridgehead submit -- CMD ARGS...`` or ``--script FILE``."""
+    if bool(command) == bool(script_file):
+        raise InvalidSpec("give a command after -- or --script FILE (one of them)")
+    spec = JobSpec(
+        cluster=cluster, command=command, name=name, tenant=tenant,
+        script=script_file.read_text() if script_file else None,
+        env=parse_pairs(env, "--env"), labels=parse_pairs(labels, "--label"),
+        working_dir=workdir, scheduler_options=options, idempotency_key=idempotency_key,
+        resources=Resources(cores=cores, nodes=nodes, gpus=gpus, partition=partition,
+                            account=account,
+                            memory_mb=parse_memory(memory) if memory else None,
+                            walltime_s=parse_walltime(walltime) if walltime else None),
+    )
+    with _client() as bh:
+        job = bh.submit(spec)
+        if follow:
+            output.stream_logs(bh, job.id)
+        if wait_ or follow:
+            job = bh.wait(job.id, until="terminal")
+    output.show_job(job, as_json=as_json, brief=not (wait_ or follow))
+    if (wait_ or follow) and job.state is not JobState.SUCCEEDED:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str, as_json: bool) -> None:
+    """Show one job."""
+    with _client() as bh:
+        output.show_job(bh.get(job_id), as_json=as_json)
+
+
+@cli.command("list")
+@click.option("--cluster")
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]))
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable")
+@click.option("--tenant")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--after", help="Cursor: the last id of the previous page.")
+@click.option("--json", "as_json", is_flag=True)
+def list_(cluster: str | None, states: tuple[str, ...], labels: tuple[str, ...],
+          tenant: str | None, limit: int, after: str | None, as_json: bool) -> None:
+    """List jobs, oldest first."""
+    with _client() as bh:
+        jobs, nxt = bh.list(cluster=cluster, states=states, tenant=tenant, limit=limit,
+                            labels=parse_pairs(labels, "--label"), after=after)
+    output.show_jobs(jobs, nxt, as_json=as_json)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
+def logs(job_id: str, follow: bool, stderr: bool) -> None:
+    """Print a job's log."""
+    stream = "stderr" if stderr else "stdout"
+    with _client() as bh:
+        if follow:
+            output.stream_logs(bh, job_id, stream=stream)
+            return
+        offset = 0
+        while True:
+            data, offset, _ = bh.read_logs(job_id, stream=stream, offset=offset)
+            if not data:
+                break
+            sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=None, help="Seconds (default: no limit).")
+@click.option("--json", "as_json", is_flag=True)
+def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
+    """Wait for jobs to end; exit 1 unless all succeeded."""
+    from bridgehead.client import AsyncClient
+
+    async def wait_all() -> list[Any]:
+        async with AsyncClient() as bh:
+            return await output.wait_with_progress(bh, list(job_ids), timeout)
+
+    jobs = asyncio.run(wait_all())
+    output.show_jobs(jobs, None, as_json=as_json)
+    if not all(j.state is JobState.SUCCEEDED for j in jobs):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def cancel(job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel jobs (queued: at once; running: through their agent)."""
+    with _client() as bh:
+        jobs = [bh.cancel(i) for i in job_ids]
+    output.show_jobs(jobs, None, as_json=as_json)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def clusters(as_json: bool) -> None:
+    """Clusters with their agents' state, queue depth and running jobs."""
+    with _client() as bh:
+        output.show_clusters(bh.clusters(), as_json=as_json)
+
+
+@cli.command()
+@click.option("--jobs", "n", type=click.IntRange(1, 500), default=8, show_default=True)
+@click.option("--cluster", default="local", show_default=True)
+def demo(n: int, cluster: str) -> None:
+    """Run a small batch of jobs with live progress, then show them and one log."""
+    from bridgehead.cli.demo import run_demo
+
+    if not run_demo(n, cluster):
+        sys.exit(1)
+
+
+# -- tokens --------------------------------------------------------------------------------
+@cli.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["admin", "client", "agent"]), required=True)
+@click.option("--cluster", help="The cluster of an agent token.")
+@click.option("--tenant", help="Limit a client token to one tenant.")
+@click.option("--store", help="Write straight into this store (bootstrap the first admin).")
+@click.option("--json", "as_json", is_flag=True)
+def token_create(name: str, role: str, cluster: str | None, tenant: str | None,
+                 store: str | None, as_json: bool) -> None:
+    """Create a token; its secret is printed once."""
+    if role == "agent" and not cluster:
+        raise InvalidSpec("an agent token needs --cluster")
+    if store:
+        from bridgehead.cli.tokens import create_in_store
+
+        out = asyncio.run(create_in_store(store, name, role, cluster, tenant))
+    else:
+        with _client() as bh:
+            out = bh.create_token(name=name, role=role, cluster=cluster, tenant=tenant)
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(out["token"])
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    with _client() as bh:
+        output.show_tokens(bh.list_tokens(), as_json=as_json)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+def token_revoke(token_id: str) -> None:
+    with _client() as bh:
+        bh.revoke_token(token_id)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: one clear line and exit 2 for bad input, exit 1 for other failures."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="bridgehead",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.UsageError as exc:
+        _fail(exc.format_message(), 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (InvalidSpec, ConfigError, NotFound, AuthError) as exc:
+        _fail(exc.message, 2)
+    except BridgeheadError as exc:
+        _fail(exc.message, 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"bridgehead: error: {message.splitlines()[0] if message else 'failed'}",
+               err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Rendering for people (rich tables, progress) and for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bridgehead.domain.jobs import Job, JobState
+
+console = Console()
+_COLOURS = {
+    JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.TIMED_OUT: "red",
+    JobState.LOST: "red", JobState.CANCELLED: "yellow", JobState.RUNNING: "cyan",
+}
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    data = asdict(job)
+    data["state"] = job.state.value
+    data["spec"] = job.spec.to_dict()
+    data["cluster"] = job.cluster
+    data["terminal"] = job.terminal
+    return data
+
+
+def _state(job: Job) -> str:
+    colour = _COLOURS.get(job.state)
+    return f"[{colour}]{job.state.value}[/]" if colour else job.state.value
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _duration(job: Job) -> str:
+    if job.usage and job.usage.elapsed_s:
+        return f"{job.usage.elapsed_s:.1f}s"
+    if not job.started_at:
+        return "-"
+    return f"{(job.finished_at or time.time()) - job.started_at:.1f}s"
+
+
+def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
+    if as_json:
+        print(json.dumps(job_dict(job)))
+        return
+    if brief:
+        console.print(f"{job.id}  {_state(job)}  cluster={job.cluster}")
+        return
+    table = Table(show_header=False, box=None)
+    what = " ".join(job.spec.command) if job.spec.command else "(script)"
+    rows = [
+        ("id", job.id), ("name", job.spec.name or "-"), ("state", _state(job)),
+        ("cluster", job.cluster), ("tenant", job.spec.tenant), ("command", what),
+        ("native id", job.native_id or "-"), ("exit code", str(job.exit_code)
+                                              if job.exit_code is not None else "-"),
+        ("reason", job.reason or "-"), ("attempt", str(job.attempt)),
+        ("created", _when(job.created_at)), ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)), ("duration", _duration(job)),
+    ]
+    if job.usage:
+        rows.append(("core-seconds", f"{job.usage.core_seconds:.1f}"))
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    console.print(table)
+
+
+def show_jobs(jobs: Sequence[Job], next_cursor: str | None, *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({"jobs": [job_dict(j) for j in jobs], "next": next_cursor}))
+        return
+    table = Table("id", "name", "cluster", "state", "exit", "duration", "created")
+    table.columns[0].no_wrap = True
+    table.columns[6].no_wrap = True
+    for j in jobs:
+        table.add_row(j.id, j.spec.name or "-", j.cluster, _state(j),
+                      "-" if j.exit_code is None else str(j.exit_code), _duration(j),
+                      _when(j.created_at))
+    console.print(table)
+    if next_cursor:
+        console.print(f"more: --after {next_cursor}")
+
+
+def show_clusters(clusters: list[dict[str, Any]], *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(clusters))
+        return
+    table = Table("cluster", "backend", "status", "queued", "running", "in flight", "agent")
+    for c in clusters:
+        counts = c["counts"]
+        flying = sum(counts.get(s, 0) for s in ("claimed", "submitting", "submitted"))
+        status = "[green]online[/]" if c["online"] else "[red]offline[/]"
+        table.add_row(c["name"], c["backend"], status, str(counts.get("queued", 0)),
+                      str(counts.get("running", 0)), str(flying), c["agent_id"] or "-")
+    console.print(table)
+
+
+def show_tokens(tokens: list[dict[str, Any]], *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(tokens))
+        return
+    table = Table("id", "name", "role", "cluster", "tenant")
+    for t in tokens:
+        table.add_row(t["id"], t["name"], t["role"], t["cluster"] or "-", t["tenant"] or "-")
+    console.print(table)
+
+
+def stream_logs(bh: Any, job_id: str, *, stream: str = "stdout") -> None:
+    for data in bh.follow_logs(job_id, stream=stream):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+async def wait_with_progress(bh: Any, job_ids: list[str], timeout: float | None) -> list[Job]:
+    """Wait for every job concurrently (server long-polls) with a live progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("jobs finished", total=len(job_ids))
+
+        async def one(job_id: str) -> Job:
+            job = await bh.wait(job_id, until="terminal", timeout=timeout)
+            progress.advance(task)
+            return job
+
+        return list(await asyncio.gather(*(one(i) for i in job_ids)))

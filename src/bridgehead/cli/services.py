@@ -1,0 +1,139 @@
+"""Long-running commands: ``server``, ``agent`` and ``up`` (both in one process, embedded)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from bridgehead.agent.loop import Agent
+from bridgehead.backends.base import Backend
+from bridgehead.backends.local import LocalBackend, LocalBackendSettings
+from bridgehead.config import (
+    AgentSettings,
+    ServerSettings,
+    home,
+    read_client_file,
+    write_client_file,
+)
+from bridgehead.domain.clusters import Role
+from bridgehead.errors import AuthError, ConfigError
+from bridgehead.store import create_store
+
+logger = logging.getLogger(__name__)
+
+
+def make_backend(settings: AgentSettings) -> Backend:
+    """The backend an agent drives, from its settings."""
+    if settings.backend == "local":
+        local = LocalBackendSettings(
+            state_dir=settings.state_dir / "local",
+            allowed_roots=tuple(settings.allowed_roots),
+            **({"slots": settings.slots} if settings.slots else {}),
+        )
+        return LocalBackend(local)
+    raise ConfigError(f"unknown backend {settings.backend!r}")
+
+
+def _uvicorn(settings: ServerSettings, *, access_log: bool) -> uvicorn.Server:
+    from bridgehead.server.app import create_app
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            access_log=access_log, log_config=None, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (choose --port)") from exc
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def run_server(settings: ServerSettings, *, access_log: bool) -> None:
+    check_port_free(settings.host, settings.port)
+    _uvicorn(settings, access_log=access_log).run()
+
+
+def run_agent(settings: AgentSettings) -> None:
+    asyncio.run(Agent(settings, make_backend(settings)).run())
+
+
+async def bootstrap_tokens(dsn: str, url: str) -> tuple[str, str]:
+    """(admin token, agent token) for the embedded set-up: reuse the saved admin token if the
+    store still knows it, else make one and save it with the URL in client.toml."""
+    store = create_store(dsn)
+    await store.open()
+    try:
+        admin = read_client_file().get("token")
+        try:
+            if not admin:
+                raise AuthError()
+            await store.authenticate(admin)
+        except AuthError:
+            _, admin = await store.create_token(name="up-admin", role=Role.ADMIN, cluster=None,
+                                                tenant=None)
+        agent_file = home() / "agent.token"
+        agent = agent_file.read_text().strip() if agent_file.is_file() else ""
+        try:
+            if not agent:
+                raise AuthError()
+            await store.authenticate(agent)
+        except AuthError:
+            _, agent = await store.create_token(name="up-agent", role=Role.AGENT,
+                                                cluster="local", tenant=None)
+            _write_secret(agent_file, agent)
+    finally:
+        await store.close()
+    write_client_file(url, admin)
+    return admin, agent
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+
+
+async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, object],
+                 on_ready: object = None) -> None:
+    """Serve on SQLite and run a local agent in this process until SIGINT/SIGTERM."""
+    url = f"http://{server_settings.host}:{server_settings.port}"
+    check_port_free(server_settings.host, server_settings.port)
+    _, agent_token = await bootstrap_tokens(server_settings.store, url)
+    agent_settings = AgentSettings.load(cluster="local", server=url, token=agent_token,
+                                        **agent_overrides)
+    server = _uvicorn(server_settings, access_log=False)
+    agent = Agent(agent_settings, make_backend(agent_settings), handle_signals=False)
+    loop = asyncio.get_running_loop()
+
+    def stop(*_: object) -> None:
+        loop.call_soon_threadsafe(agent.stop)
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await serving
+        return
+    if callable(on_ready):
+        on_ready(url)
+    agent_task = asyncio.create_task(agent.run())
+    await asyncio.wait([serving, agent_task], return_when=asyncio.FIRST_COMPLETED)
+    stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await agent_task
+    await serving

@@ -1,0 +1,1 @@
+"""HTTP server: app factory, routers, auth, metrics."""

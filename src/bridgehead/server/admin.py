@@ -1,0 +1,106 @@
+"""Clusters, the event log (cursor long-poll and SSE) and tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from bridgehead.domain.events import Event
+from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
+from bridgehead.server.schemas import ClusterOut, EventIn, EventPage, TokenIn, TokenOut
+from bridgehead.store import JobStore
+
+router = APIRouter(prefix="/v1")
+KEEPALIVE_S = 15.0
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+@router.get("/clusters", response_model=list[ClusterOut], tags=["clusters"])
+async def clusters(request: Request, _p: Authed) -> list[ClusterOut]:
+    """Every cluster that ever sent a heartbeat: online, queue depth and running counts."""
+    ttl = request.app.state.settings.cluster_ttl_s
+    now = time.time()
+    return [ClusterOut.of(s, now, ttl) for s in await _store(request).clusters()]
+
+
+@router.get("/events", response_model=EventPage, tags=["events"])
+async def events(
+    request: Request,
+    _p: ClientOrAdmin,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    wait: Annotated[float, Query(ge=0)] = 0.0,
+) -> EventPage:
+    """Events after the cursor ``after`` (a ``seq``); with ``wait``, long-poll for new ones."""
+    store = _store(request)
+    deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
+    async with store.hub.watch("events") as changed:
+        found = await store.events(after=after, limit=limit)
+        while not found and (left := deadline - time.monotonic()) > 0:
+            if await changed.wait(left):
+                found = await store.events(after=after, limit=limit)
+    return EventPage(events=[e.to_cloudevent() for e in found],
+                     next=found[-1].seq if found else after)
+
+
+@router.get("/events/stream", tags=["events"],
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def event_stream(
+    request: Request, _p: ClientOrAdmin, after: Annotated[int, Query(ge=0)] = 0
+) -> StreamingResponse:
+    """Server-sent events from the cursor ``after``; each event's ``id:`` is its ``seq``
+    (reconnect with ``Last-Event-ID`` or ``after``)."""
+    store = _store(request)
+    last = request.headers.get("last-event-id")
+    cursor = int(last) if last and last.isdigit() else after
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal cursor
+        async with store.hub.watch("events") as changed:
+            while not await request.is_disconnected():
+                batch = await store.events(after=cursor, limit=500)
+                for e in batch:
+                    payload = json.dumps(e.to_cloudevent())
+                    yield f"id: {e.seq}\nevent: {e.type}\ndata: {payload}\n\n".encode()
+                    cursor = e.seq
+                if not batch and not await changed.wait(KEEPALIVE_S):
+                    yield b": keepalive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/events", status_code=201, tags=["events"])
+async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> dict[str, object]:
+    """Append an external event (e.g. ``file.created``) to the log."""
+    [event] = await _store(request).append_events(
+        [Event(type=body.type, subject=body.subject, source=body.source, data=body.data)]
+    )
+    return event.to_cloudevent()
+
+
+@router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])
+async def create_token(body: TokenIn, request: Request, _p: Admin) -> TokenOut:
+    """Create a token; the secret is in this answer only."""
+    principal, secret = await _store(request).create_token(
+        name=body.name, role=body.role, cluster=body.cluster, tenant=body.tenant
+    )
+    return TokenOut.of(principal, secret)
+
+
+@router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
+async def list_tokens(request: Request, _p: Admin) -> list[TokenOut]:
+    return [TokenOut.of(p) for p in await _store(request).list_tokens()]
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+async def revoke_token(token_id: str, request: Request, _p: Admin) -> None:
+    await _store(request).revoke_token(token_id)

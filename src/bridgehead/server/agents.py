@@ -1,0 +1,99 @@
+"""Agent endpoints: claim (long-poll), adopt, report (batch), heartbeat.
+
+An agent token reaches only its own cluster: naming another cluster, or reporting on a job
+of another cluster, is refused with 403 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from bridgehead.domain.clusters import Principal
+from bridgehead.errors import Forbidden
+from bridgehead.server.auth import AgentOrAdmin
+from bridgehead.server.schemas import (
+    AgentIn,
+    ClaimIn,
+    ClaimOut,
+    HeartbeatIn,
+    JobOut,
+    ReportIn,
+    ReportOut,
+)
+from bridgehead.store import JobStore
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+
+def _authorize(p: Principal, cluster: str) -> None:
+    if not p.may_serve(cluster):
+        raise Forbidden(f"this token may not serve cluster {cluster!r}")
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+@router.post("/claim", response_model=ClaimOut)
+async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
+    """Lease up to ``max_jobs`` queued jobs. With ``wait_s``, wait for work (or for a cancel
+    request not in ``cancelling``) up to that long before answering empty."""
+    _authorize(p, body.cluster)
+    state = request.app.state
+    store = _store(request)
+    deadline = time.monotonic() + min(body.wait_s, state.settings.max_wait_s)
+    cancelling = set(body.cancelling)
+    async with store.hub.watch(f"cluster:{body.cluster}", f"agent:{body.agent_id}") as work:
+        while True:
+            jobs = await store.claim(body.cluster, body.agent_id, limit=body.max_jobs,
+                                     lease_s=state.settings.lease_s)
+            cancel = [j.id for j in await store.cancel_requested(body.agent_id)]
+            left = deadline - time.monotonic()
+            if jobs or set(cancel) - cancelling or left <= 0:
+                break
+            await work.wait(left)
+    state.metrics.claimed(body.cluster, len(jobs))
+    return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
+
+
+@router.post("/adopt", response_model=ClaimOut)
+async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
+    """Take over this cluster's in-flight jobs held by this agent id (a restart) or whose
+    agent's lease expired (a takeover); the agent reconciles them with its scheduler."""
+    _authorize(p, body.cluster)
+    store = _store(request)
+    jobs = await store.adopt(body.cluster, body.agent_id, lease_s=request.app.state.settings.lease_s)
+    cancel = [j.id for j in jobs if j.cancel_requested]
+    return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
+
+
+@router.post("/report", response_model=ReportOut)
+async def report(body: ReportIn, request: Request, p: AgentOrAdmin) -> ReportOut:
+    """Apply state reports (each a compare-and-set: stale or duplicate ones are ignored and
+    answered ``false``) and store log chunks (idempotent by position)."""
+    _authorize(p, body.cluster)
+    store = _store(request)
+    ids = {t.job_id for t in body.transitions} | {c.job_id for c in body.logs}
+    if ids:
+        foreign = {i for i, c in (await store.clusters_of(list(ids))).items() if c != body.cluster}
+        if foreign:
+            raise Forbidden(f"jobs {sorted(foreign)[:5]} do not belong to cluster {body.cluster}")
+    chunks = [c.to_domain() for c in body.logs]
+    await store.append_logs(chunks)
+    applied = await store.transition([t.to_domain() for t in body.transitions],
+                                     agent_id=body.agent_id)
+    request.app.state.metrics.transitions([j for j in applied if j is not None])
+    return ReportOut(applied=[j is not None for j in applied])
+
+
+@router.post("/heartbeat")
+async def heartbeat(body: HeartbeatIn, request: Request, p: AgentOrAdmin) -> dict[str, object]:
+    """Mark the cluster online and renew the leases of this agent's jobs."""
+    _authorize(p, body.cluster)
+    await _store(request).heartbeat(
+        body.cluster, body.agent_id, backend=body.backend, labels=body.labels,
+        info=body.info, lease_s=request.app.state.settings.lease_s,
+    )
+    return {"ok": True, "lease_s": request.app.state.settings.lease_s}

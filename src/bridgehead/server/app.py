@@ -1,0 +1,181 @@
+"""The HTTP app factory and the server entry point.
+
+The app is stateless apart from its store handle: any number of replicas may serve one
+PostgreSQL store, and any of them may die.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import bridgehead
+from bridgehead.config import ServerSettings
+from bridgehead.errors import (
+    AuthError,
+    BridgeheadError,
+    Conflict,
+    Forbidden,
+    InvalidSpec,
+    NotFound,
+    StoreError,
+)
+from bridgehead.server import admin, agents, jobs
+from bridgehead.server.auth import Authed, TokenCache
+from bridgehead.server.metrics import Metrics
+from bridgehead.store import JobStore, create_store
+
+logger = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[BridgeheadError], int]] = [
+    (InvalidSpec, 400), (Forbidden, 403), (AuthError, 401), (NotFound, 404),
+    (Conflict, 409), (StoreError, 503),
+]
+
+
+def _status_of(exc: BridgeheadError) -> int:
+    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before they are parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, 413)
+        await response({"type": "http"}, _empty_receive, send)
+
+
+class RequestMetrics:
+    """Observe each request's latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, status).observe(
+                time.perf_counter() - start
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+def create_app(settings: ServerSettings | None = None, store: JobStore | None = None) -> FastAPI:
+    settings = settings or ServerSettings.load()
+    store = store or create_store(settings.store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        logger.info("store open", extra={"store": settings.dsn.kind})
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="Bridgehead",
+        version=bridgehead.__version__,
+        description="Compute broker: orchestrators submit jobs, cluster agents pull and run them.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.tokens = TokenCache()
+    app.state.metrics = Metrics()
+    _install_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(agents.router)
+    app.include_router(admin.router)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, Any]:
+        """Liveness and store reachability; needs no token."""
+        try:
+            await store.counts()
+        except StoreError as exc:
+            return JSONResponse({"status": "degraded", "store": str(exc)}, 503)  # type: ignore[return-value]
+        return {"status": "ok", "version": bridgehead.__version__, "store": settings.dsn.kind}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(_p: Authed) -> Response:
+        """Prometheus exposition (send the bearer token in the scrape config)."""
+        now = time.time()
+        online = {s.cluster.name: s.cluster.online(now, settings.cluster_ttl_s)
+                  for s in await store.clusters()}
+        body = app.state.metrics.render(await store.counts(), online, store.hub.waiting)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BridgeheadError)
+    async def domain_error(request: Request, exc: BridgeheadError) -> JSONResponse:
+        status = _status_of(exc)
+        if status >= 500:
+            logger.error("request failed: %s", exc, extra={"path": request.url.path})
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": exc.message}, status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"detail": f"{where}: {first.get('msg')}", "errors": len(exc.errors())}, 422
+        )
+

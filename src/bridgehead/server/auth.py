@@ -1,0 +1,64 @@
+"""Bearer-token authentication and role checks (every endpoint but /health)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bridgehead.domain.clusters import Principal, Role
+from bridgehead.errors import AuthError, Forbidden
+from bridgehead.store.sql import hash_token
+
+CACHE_TTL_S = 5.0
+"""A revoked token stops working within this many seconds on every replica."""
+
+
+class TokenCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: str, principal: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (principal, time.monotonic() + CACHE_TTL_S)
+
+
+async def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
+    secret = secret.strip()
+    state = request.app.state
+    key = hash_token(secret)
+    found = state.tokens.get(key)
+    if found is None:
+        found = await state.store.authenticate(secret)
+        state.tokens.put(key, found)
+    return found
+
+
+Authed = Annotated[Principal, Depends(principal)]
+
+
+def require(*roles: Role):
+    async def check(p: Authed) -> Principal:
+        if p.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise Forbidden(f"this endpoint needs a token with role {allowed}")
+        return p
+
+    return check
+
+
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+ClientOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.CLIENT))]
+AgentOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.AGENT))]

@@ -1,0 +1,156 @@
+"""Client endpoints: submit, read, list, cancel, wait (long-poll) and logs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from bridgehead.domain.clusters import Principal
+from bridgehead.domain.jobs import Job, JobSpec, JobState
+from bridgehead.errors import Forbidden, InvalidSpec, NotFound
+from bridgehead.server.auth import Authed, ClientOrAdmin
+from bridgehead.server.schemas import JobBatchIn, JobIn, JobOut, JobPage, SubmitOut
+from bridgehead.store import JobFilter, JobStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_LOG_READ = 4 << 20
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def _check_tenant(p: Principal, spec: JobSpec) -> None:
+    if not p.may_see_tenant(spec.tenant):
+        raise Forbidden(f"this token may not submit to tenant {spec.tenant!r}")
+
+
+async def _visible_job(request: Request, p: Principal, job_id: str) -> Job:
+    job = await _store(request).get(job_id)
+    if not (p.may_see_tenant(job.spec.tenant) or p.may_serve(job.cluster)):
+        raise NotFound(f"job {job_id} not found")  # do not reveal other tenants' ids
+    return job
+
+
+async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[SubmitOut]:
+    specs = [item.to_spec() for item in items]
+    for spec in specs:
+        _check_tenant(p, spec)
+    results = await _store(request).submit(specs)
+    request.app.state.metrics.submitted(len([r for r in results if r.created]))
+    return [SubmitOut(job=JobOut.of(r.job), created=r.created) for r in results]
+
+
+@router.post("", response_model=SubmitOut, status_code=201,
+             responses={200: {"description": "The idempotency key matched an existing job."}})
+async def submit(body: JobIn, request: Request, p: ClientOrAdmin) -> JSONResponse:
+    """Submit one job. The same ``idempotency_key`` (per tenant) returns the same job (200)."""
+    [out] = await _submit(request, p, [body])
+    return JSONResponse(out.model_dump(mode="json"), status_code=201 if out.created else 200)
+
+
+@router.post("/batch", response_model=list[SubmitOut])
+async def submit_batch(body: JobBatchIn, request: Request, p: ClientOrAdmin) -> list[SubmitOut]:
+    """Submit up to 1,000 jobs in one transaction."""
+    return await _submit(request, p, body.jobs)
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    request: Request,
+    p: Authed,
+    cluster: str | None = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    tenant: str | None = None,
+    label: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: str | None = None,
+) -> JobPage:
+    """Jobs in creation order, filtered; page with ``after`` = the previous page's ``next``."""
+    labels = []
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidSpec(f"label filter {item!r} is not key=value")
+        labels.append((key, value))
+    if p.role.value == "client" and p.tenant is not None:
+        if tenant not in (None, p.tenant):
+            raise Forbidden(f"this token may not read tenant {tenant!r}")
+        tenant = p.tenant
+    elif p.role.value == "agent":
+        if cluster not in (None, p.cluster):
+            raise Forbidden(f"this agent token may not read cluster {cluster!r}")
+        cluster = p.cluster
+    flt = JobFilter(cluster=cluster, states=tuple(state or ()), tenant=tenant,
+                    labels=tuple(labels))
+    jobs = await _store(request).list_jobs(flt, limit=limit, after=after)
+    return JobPage(jobs=[JobOut.of(j) for j in jobs],
+                   next=jobs[-1].id if len(jobs) == limit else None)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, request: Request, p: Authed) -> JobOut:
+    return JobOut.of(await _visible_job(request, p, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel(job_id: str, request: Request, p: ClientOrAdmin) -> JobOut:
+    """Cancel: a queued job at once; a running one through its agent. Terminal: unchanged."""
+    await _visible_job(request, p, job_id)
+    return JobOut.of(await _store(request).request_cancel(job_id))
+
+
+@router.get("/{job_id}/wait", response_model=JobOut)
+async def wait(
+    job_id: str,
+    request: Request,
+    p: Authed,
+    until: Literal["change", "terminal"] = "change",
+    after_version: int | None = None,
+    timeout: Annotated[float, Query(ge=0)] = 30.0,
+) -> JobOut:
+    """Long-poll: answer as soon as the job's version passes ``after_version`` (default: its
+    version now) or, with ``until=terminal``, it ends; else after ``timeout`` seconds."""
+    store = _store(request)
+    deadline = time.monotonic() + min(timeout, request.app.state.settings.max_wait_s)
+    async with store.hub.watch(f"job:{job_id}") as changed:
+        job = await _visible_job(request, p, job_id)
+        floor = job.version if after_version is None else after_version
+
+        def done(j: Job) -> bool:
+            return j.terminal or (until == "change" and j.version > floor)
+
+        while not done(job) and (left := deadline - time.monotonic()) > 0:
+            if await changed.wait(left):
+                job = await store.get(job_id)
+    return JobOut.of(job)
+
+
+@router.get("/{job_id}/logs", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "Raw bytes; X-Next-Offset tells where to go on."}})
+async def logs(
+    job_id: str,
+    request: Request,
+    p: Authed,
+    stream: Literal["stdout", "stderr"] = "stdout",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_READ)] = 1 << 20,
+    wait: Annotated[float, Query(ge=0)] = 0.0,
+) -> Response:
+    """Log bytes from ``offset``. With ``wait`` > 0 and nothing new yet, wait for more (or
+    for the job's end) up to ``wait`` seconds: a follower loops on X-Next-Offset."""
+    store = _store(request)
+    deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
+    async with store.hub.watch(f"logs:{job_id}", f"job:{job_id}") as changed:
+        job = await _visible_job(request, p, job_id)
+        data = await store.read_logs(job_id, stream, offset, limit)
+        while not data and not job.terminal and (left := deadline - time.monotonic()) > 0:
+            if await changed.wait(left):
+                job = await store.get(job_id)
+                data = await store.read_logs(job_id, stream, offset, limit)
+    headers = {"X-Next-Offset": str(offset + len(data)), "X-Job-State": job.state.value}
+    return Response(data, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,241 @@
+"""API models (pydantic, at the edge only) and their mapping to the domain."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridgehead.domain.clusters import Principal, Role
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
+from bridgehead.errors import InvalidSpec
+from bridgehead.store.base import ClusterStats, LogChunk
+
+Name = Field(min_length=1, max_length=128)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResourcesIn(_Model):
+    cores: int = Field(1, ge=1, le=1_000_000)
+    nodes: int = Field(1, ge=1, le=100_000)
+    memory_mb: int | None = Field(None, ge=1)
+    gpus: int = Field(0, ge=0, le=100_000)
+    walltime_s: int | None = Field(None, ge=1)
+    partition: str | None = Field(None, max_length=128)
+    account: str | None = Field(None, max_length=128)
+
+
+class JobIn(_Model):
+    """A job to run: ``command`` (an argv list, never a shell string) or ``script`` text."""
+
+    cluster: str = Name
+    command: list[str] = Field(default_factory=list, max_length=4096)
+    script: str | None = Field(None, max_length=1 << 20)
+    name: str | None = Field(None, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict, max_length=1024)
+    working_dir: str | None = Field(None, max_length=4096)
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+    scheduler_options: list[str] = Field(default_factory=list, max_length=256)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    tenant: str = Field("default", max_length=128)
+    idempotency_key: str | None = Field(None, max_length=512)
+
+    def to_spec(self) -> JobSpec:
+        data = self.model_dump()
+        data["resources"] = Resources(**data["resources"])
+        data["command"] = tuple(data["command"])
+        data["scheduler_options"] = tuple(data["scheduler_options"])
+        return JobSpec(**data)
+
+
+class JobBatchIn(_Model):
+    jobs: list[JobIn] = Field(min_length=1, max_length=1000)
+
+
+class UsageOut(BaseModel):
+    elapsed_s: float
+    cores: int
+    nodes: int
+    max_rss_mb: float | None = None
+    core_seconds: float
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+class JobOut(BaseModel):
+    id: str
+    cluster: str
+    tenant: str
+    name: str | None
+    state: JobState
+    terminal: bool
+    version: int
+    attempt: int
+    native_id: str | None
+    exit_code: int | None
+    reason: str | None
+    cancel_requested: bool
+    usage: UsageOut | None
+    labels: dict[str, str]
+    idempotency_key: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        usage = job.usage
+        return cls(
+            id=job.id, cluster=job.cluster, tenant=job.spec.tenant, name=job.spec.name,
+            state=job.state, terminal=job.terminal, version=job.version, attempt=job.attempt,
+            native_id=job.native_id, exit_code=job.exit_code, reason=job.reason,
+            cancel_requested=job.cancel_requested,
+            usage=UsageOut(elapsed_s=usage.elapsed_s, cores=usage.cores, nodes=usage.nodes,
+                           max_rss_mb=usage.max_rss_mb, core_seconds=usage.core_seconds)
+            if usage else None,
+            labels=job.spec.labels, idempotency_key=job.spec.idempotency_key,
+            created_at=_ts(job.created_at), updated_at=_ts(job.updated_at),
+            submitted_at=_ts(job.submitted_at), started_at=_ts(job.started_at),
+            finished_at=_ts(job.finished_at), spec=job.spec.to_dict(),
+        )
+
+
+class SubmitOut(BaseModel):
+    job: JobOut
+    created: bool
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next: str | None = Field(None, description="Pass as `after` for the next page.")
+
+
+class AgentIn(_Model):
+    cluster: str = Name
+    agent_id: str = Name
+
+
+class ClaimIn(AgentIn):
+    max_jobs: int = Field(16, ge=0, le=1000)
+    wait_s: float = Field(0, ge=0, le=300)
+    cancelling: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class ClaimOut(BaseModel):
+    jobs: list[JobOut]
+    cancel: list[str] = Field(description="Ids of this agent's jobs that a user cancelled.")
+
+
+class UsageIn(_Model):
+    elapsed_s: float = Field(0, ge=0)
+    cores: int = Field(0, ge=0)
+    nodes: int = Field(0, ge=0)
+    max_rss_mb: float | None = Field(None, ge=0)
+
+
+class TransitionIn(_Model):
+    job_id: str = Name
+    state: JobState
+    native_id: str | None = Field(None, max_length=256)
+    exit_code: int | None = None
+    reason: str | None = Field(None, max_length=4096)
+    usage: UsageIn | None = None
+    at: float | None = None
+
+    def to_domain(self) -> Transition:
+        return Transition(
+            job_id=self.job_id, state=self.state, native_id=self.native_id,
+            exit_code=self.exit_code, reason=self.reason, at=self.at,
+            usage=Usage(**self.usage.model_dump()) if self.usage else None,
+        )
+
+
+class LogChunkIn(_Model):
+    job_id: str = Name
+    stream: Literal["stdout", "stderr"]
+    pos: int = Field(ge=0)
+    data: str = Field(description="base64")
+
+    def to_domain(self) -> LogChunk:
+        try:
+            data = base64.b64decode(self.data, validate=True)
+        except binascii.Error as exc:
+            raise InvalidSpec(f"log chunk of job {self.job_id} is not valid base64") from exc
+        return LogChunk(job_id=self.job_id, stream=self.stream, pos=self.pos, data=data)
+
+
+class ReportIn(AgentIn):
+    transitions: list[TransitionIn] = Field(default_factory=list, max_length=10_000)
+    logs: list[LogChunkIn] = Field(default_factory=list, max_length=10_000)
+
+
+class ReportOut(BaseModel):
+    applied: list[bool]
+
+
+class HeartbeatIn(AgentIn):
+    backend: str = Field("local", max_length=64)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    info: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+
+class ClusterOut(BaseModel):
+    name: str
+    backend: str
+    online: bool
+    labels: dict[str, str]
+    agent_id: str | None
+    last_heartbeat: datetime | None
+    counts: dict[str, int]
+    info: dict[str, Any]
+
+    @classmethod
+    def of(cls, stats: ClusterStats, now: float, ttl_s: float) -> ClusterOut:
+        c = stats.cluster
+        return cls(name=c.name, backend=c.backend, online=c.online(now, ttl_s), labels=c.labels,
+                   agent_id=c.agent_id, last_heartbeat=_ts(c.last_heartbeat),
+                   counts=stats.counts, info=dict(c.info))
+
+
+class EventIn(_Model):
+    type: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")
+    subject: str = Field(min_length=1, max_length=1024)
+    source: str = Field("external", max_length=256)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventPage(BaseModel):
+    events: list[dict[str, Any]]
+    next: int
+
+
+class TokenIn(_Model):
+    name: str = Name
+    role: Role
+    cluster: str | None = Field(None, max_length=128)
+    tenant: str | None = Field(None, max_length=128)
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    cluster: str | None
+    tenant: str | None
+    token: str | None = Field(None, description="The secret: shown once, at creation.")
+
+    @classmethod
+    def of(cls, p: Principal, secret: str | None = None) -> TokenOut:
+        return cls(id=p.token_id, name=p.name, role=p.role, cluster=p.cluster, tenant=p.tenant,
+                   token=secret)

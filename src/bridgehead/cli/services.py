@@ -8,7 +8,9 @@ import errno
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -41,12 +43,30 @@ def make_backend(settings: AgentSettings) -> Backend:
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 
-def _uvicorn(settings: ServerSettings, *, access_log: bool) -> uvicorn.Server:
+GRACEFUL_S = 5.0
+"""Open long-polls get this long to finish when the server stops; clients retry them."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server; with ``on_exit`` set, a stop signal goes to its owner, which stops
+    what it runs beside the server first and then sets ``should_exit``."""
+
+    on_exit: Callable[[], None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.on_exit is not None:
+            self.on_exit()
+        else:
+            super().handle_exit(sig, frame)
+
+
+def _uvicorn(settings: ServerSettings, *, access_log: bool) -> _Server:
     from bridgehead.server.app import create_app
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            access_log=access_log, log_config=None, lifespan="on")
-    return uvicorn.Server(config)
+                            access_log=access_log, log_config=None, lifespan="on",
+                            timeout_graceful_shutdown=GRACEFUL_S)
+    return _Server(config)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -117,12 +137,9 @@ async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, obj
     agent = Agent(agent_settings, make_backend(agent_settings), handle_signals=False)
     loop = asyncio.get_running_loop()
 
-    def stop(*_: object) -> None:
-        loop.call_soon_threadsafe(agent.stop)
-        server.should_exit = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    server.on_exit = lambda: loop.call_soon_threadsafe(agent.stop)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal on return
+        signal.signal(sig, lambda *_: None)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
@@ -133,7 +150,8 @@ async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, obj
         on_ready(url)
     agent_task = asyncio.create_task(agent.run())
     await asyncio.wait([serving, agent_task], return_when=asyncio.FIRST_COMPLETED)
-    stop()
+    agent.stop()
     with contextlib.suppress(asyncio.CancelledError):
         await agent_task
+    server.should_exit = True
     await serving

@@ -138,6 +138,8 @@ class AsyncClient:
         or changes; ``timeout`` None waits for ever. Returns the job as it is then."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        if until == "change" and after_version is None:
+            after_version = (await self.get(job_id)).version
         while True:
             left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - loop.time()))
             params: dict[str, Any] = {"until": until, "timeout": left}
@@ -149,8 +151,6 @@ class AsyncClient:
             if job.terminal or (until == "change" and changed) or (
                 deadline is not None and loop.time() >= deadline):
                 return job
-            if until == "change" and after_version is None:
-                after_version = job.version
 
     async def read_logs(self, job_id: str, *, stream: str = "stdout", offset: int = 0,
                         wait: float = 0.0) -> tuple[bytes, int, JobState]:

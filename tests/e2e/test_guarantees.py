@@ -1,0 +1,170 @@
+"""The guarantees, with real server and agent processes killed with SIGKILL.
+
+- an agent killed after the scheduler took a job but before it reported: the job is adopted
+  on restart, runs once, and ends succeeded;
+- a server killed in the middle of a 200-job run: every job ends, none lost, none run twice;
+- a server outage: the agent keeps running jobs, and states and logs arrive afterwards, in order;
+- two servers on one PostgreSQL: a waiter on one is woken by a report made through the other.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bridgehead.client import Client
+from bridgehead.domain.jobs import JobSpec, JobState
+from tests.procs import Agent, Server, eventually, make_token
+
+pytestmark = pytest.mark.slow
+
+APPEND_ID = "import os, sys; open(sys.argv[1], 'a').write(os.environ['BRIDGEHEAD_JOB_ID'] + '\\n')"
+"""A job that appends its own id to a file: each line is one run."""
+ORDERED_OUTPUT = (
+    "import sys, time\n"
+    "for i in range(20):\n"
+    "    print(f'line {i}', flush=True)\n"
+    "    time.sleep(float(sys.argv[1]))\n"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bh.db'}"
+    return request.getfixturevalue("pg_database")
+
+
+def runs(counter: Path) -> Counter[str]:
+    return Counter(counter.read_text().split()) if counter.exists() else Counter()
+
+
+def states(bh: Client, ids: list[str]) -> dict[str, JobState]:
+    found: dict[str, JobState] = {}
+    after = None
+    while True:
+        jobs, after = bh.list(limit=1000, after=after)
+        found.update({j.id: j.state for j in jobs if j.id in ids})
+        if after is None:
+            return found
+
+
+def test_agent_killed_after_submit_is_adopted_and_runs_once(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    server = Server(dsn, tmp_path).start()
+    counter = tmp_path / "counter"
+    slow = "import sys, time; time.sleep(1); open(sys.argv[1], 'a').write('ran\\n')"
+    agents: list[Agent] = []
+    try:
+        doomed = Agent(server.url, agent_token, tmp_path,
+                       BRIDGEHEAD_FAILPOINT="after-backend-submit").start()
+        agents.append(doomed)
+        with Client(server.url, admin) as bh:
+            job = bh.submit(JobSpec(cluster="local", command=(sys.executable, "-c", slow,
+                                                              str(counter))))
+            eventually(lambda: not doomed.alive, 30, what="the agent to kill itself")
+            assert doomed.popen.returncode == -signal.SIGKILL
+            assert bh.get(job.id).state is JobState.SUBMITTING  # nothing reported the native id
+            agents.append(Agent(server.url, agent_token, tmp_path).start())
+            done = bh.wait(job.id, until="terminal", timeout=60)
+        assert done.state is JobState.SUCCEEDED, done
+        assert done.native_id == job.id  # adopted: the local tag is the Bridgehead id
+        assert counter.read_text() == "ran\n"  # the process ran exactly once
+    finally:
+        for agent in agents:
+            agent.kill()
+        server.kill()
+
+
+def test_server_killed_mid_run_loses_nothing_and_runs_nothing_twice(
+    dsn: str, tmp_path: Path
+) -> None:
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    server = Server(dsn, tmp_path).start()
+    agent = Agent(server.url, agent_token, tmp_path, slots=8).start()
+    counter = tmp_path / "counter"
+    spec = JobSpec(cluster="local", command=(sys.executable, "-c", APPEND_ID, str(counter)))
+    try:
+        with Client(server.url, admin, timeout=10) as bh:
+            ids = [j.id for j in bh.submit_many([spec] * 200)]
+            eventually(lambda: sum(runs(counter).values()) >= 40, 120, what="40 jobs to run")
+            server.kill(signal.SIGKILL)
+            time.sleep(1.0)  # the agent keeps going without it
+            server.start()
+            eventually(lambda: all(s.terminal for s in states(bh, ids).values()), 240,
+                       interval=0.5, what="all 200 jobs to end")
+            final = states(bh, ids)
+        assert Counter(final.values()) == Counter({JobState.SUCCEEDED: 200})
+        assert runs(counter) == Counter({i: 1 for i in ids})  # each ran exactly once
+        assert agent.alive
+    finally:
+        agent.kill()
+        server.kill()
+
+
+def test_server_outage_buffers_reports_and_delivers_them_in_order(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    server = Server(dsn, tmp_path).start()
+    agent = Agent(server.url, agent_token, tmp_path).start()
+    spec = JobSpec(cluster="local", command=(sys.executable, "-c", ORDERED_OUTPUT, "0.1"))
+    try:
+        with Client(server.url, admin, timeout=10) as bh:
+            ids = [j.id for j in bh.submit_many([spec] * 3)]
+            eventually(lambda: all(s is JobState.RUNNING for s in states(bh, ids).values()),
+                       30, what="the jobs to run")
+            server.kill(signal.SIGKILL)
+            results = [agent.state_dir / "local" / "jobs" / i / "result.json" for i in ids]
+            eventually(lambda: all(r.exists() for r in results), 30,
+                       what="the jobs to finish during the outage")
+            assert agent.alive
+            server.start()
+            done = [bh.wait(i, until="terminal", timeout=60) for i in ids]
+            assert [j.state for j in done] == [JobState.SUCCEEDED] * 3
+            expected = "".join(f"line {i}\n" for i in range(20)).encode()
+            for job_id in ids:
+                data, _, _ = bh.read_logs(job_id)
+                assert data == expected
+            page = bh.events(after=0, limit=1000)
+            events = [e for e in page["events"] if e["data"].get("job_id") in ids]
+        for job_id in ids:
+            kinds = [e["type"].rsplit(".", 1)[1] for e in events if e["data"]["job_id"] == job_id]
+            assert kinds == ["queued", "claimed", "submitting", "submitted", "started",
+                             "finished"], kinds
+    finally:
+        agent.kill()
+        server.kill()
+
+
+@pytest.mark.postgres
+def test_waiter_on_one_server_is_woken_by_a_report_through_another(
+    pg_database: str, tmp_path: Path
+) -> None:
+    admin = make_token(pg_database, "admin")
+    a = Server(pg_database, tmp_path).start()
+    b = Server(pg_database, tmp_path).start()
+    try:
+        with Client(a.url, admin) as via_a, Client(b.url, admin) as via_b:
+            job = via_a.submit(JobSpec(cluster="far", command=("true",)))
+            woken: list = []
+            waiter = threading.Thread(target=lambda: woken.append(
+                via_a.wait(job.id, until="change", timeout=25)))
+            waiter.start()
+            time.sleep(0.5)  # the waiter is parked in a long-poll on server A
+            started = time.monotonic()
+            claimed, _ = via_b.claim("far", "agent-b", max_jobs=1)
+            waiter.join(30)
+            elapsed = time.monotonic() - started
+        assert [j.id for j in claimed] == [job.id]
+        assert woken and woken[0].state is JobState.CLAIMED  # woken by B's change
+        assert elapsed < 20, f"the waiter timed out instead of being woken ({elapsed:.1f}s)"
+    finally:
+        a.kill()
+        b.kill()

@@ -1,0 +1,108 @@
+"""Real server and agent processes for end-to-end tests (started with the real CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridgehead.cli.tokens import create_in_store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
+               what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def make_token(dsn: str, role: str, cluster: str | None = None) -> str:
+    out = asyncio.run(create_in_store(dsn, f"test-{role}", role, cluster, None))
+    return out["token"]
+
+
+class Proc:
+    """A CLI process with its output in a log file; stopped (SIGKILL) at the end."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
+        self.args, self.log, self.env = args, log, env
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "bridgehead.cli.main", *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        return self.popen.wait(15)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGEHEAD_")}
+    env.update({"BRIDGEHEAD_HOME": str(home), "PYTHONUNBUFFERED": "1"}, **extra)
+    return env
+
+
+class Server(Proc):
+    def __init__(self, dsn: str, home: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["server", "--store", dsn, "--port", str(self.port)],
+                         home / f"server-{self.port}.log", env_for(home))
+
+    def start(self) -> Server:
+        super().start()
+
+        def healthy() -> bool:
+            if not self.alive:
+                raise AssertionError(f"server exited:\n{self.output()}")
+            try:
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        eventually(healthy, timeout=30, what="server health")
+        return self
+
+
+class Agent(Proc):
+    def __init__(self, url: str, token: str, home: Path, *, cluster: str = "local",
+                 slots: int = 4, poll: float = 0.2, **env: str) -> None:
+        state = home / f"agent-{cluster}"
+        super().__init__(
+            ["agent", "--cluster", cluster, "--server", url, "--token", token,
+             "--state-dir", str(state), "--slots", str(slots), "--poll-interval", str(poll)],
+            home / f"agent-{cluster}.log", env_for(home, **env))
+        self.state_dir = state

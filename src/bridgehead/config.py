@@ -36,7 +36,8 @@ def client_file() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class StoreDsn:
-    """A parsed store DSN: ``sqlite:///abs/path.db``, ``sqlite:///:memory:``,
+    """A parsed store DSN, as SQLAlchemy spells them: ``sqlite:////absolute/path.db``,
+    ``sqlite:///relative/path.db`` (from the working directory), ``sqlite:///:memory:``,
     ``postgresql://user@host:port/db``."""
 
     kind: Literal["sqlite", "postgres"]
@@ -46,10 +47,10 @@ class StoreDsn:
     def parse(cls, dsn: str) -> StoreDsn:
         parts = urlsplit(dsn)
         if parts.scheme == "sqlite":
-            path = unquote(parts.path)
-            if parts.netloc or not path.startswith("/"):
-                raise ConfigError(f"SQLite DSN must be sqlite:///absolute/path.db, not {dsn!r}")
-            return cls("sqlite", ":memory:" if path == "/:memory:" else path)
+            path = unquote(parts.path)[1:]
+            if parts.netloc or not path:
+                raise ConfigError(f"SQLite DSN must be sqlite:////absolute/path.db, not {dsn!r}")
+            return cls("sqlite", path if path == ":memory:" else str(Path(path).absolute()))
         if parts.scheme in ("postgres", "postgresql"):
             if not parts.hostname and "host=" not in parts.query:
                 raise ConfigError("PostgreSQL DSN needs a host: postgresql://user@host:port/db")

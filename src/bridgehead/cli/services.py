@@ -76,7 +76,8 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use (choose --port)") from exc
+                raise ConfigError(
+                    f"port {port} on {host} is already in use (choose --port)") from exc
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
 
 

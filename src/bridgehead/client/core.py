@@ -93,7 +93,9 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, *, wait_s: float = 0.0, **kw: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, wait_s: float = 0.0, **kw: Any
+    ) -> httpx.Response:
         if wait_s:
             kw["timeout"] = httpx.Timeout(self.timeout + wait_s, connect=5.0)
         try:
@@ -113,7 +115,8 @@ class AsyncClient:
 
     async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
         body = {"jobs": [_spec_to_api(s) for s in specs]}
-        return [job_from_api(r["job"]) for r in await self._json("POST", "/v1/jobs/batch", json=body)]
+        results = await self._json("POST", "/v1/jobs/batch", json=body)
+        return [job_from_api(r["job"]) for r in results]
 
     async def get(self, job_id: str) -> Job:
         return job_from_api(await self._json("GET", f"/v1/jobs/{job_id}"))
@@ -174,7 +177,9 @@ class AsyncClient:
     async def clusters(self) -> list[dict[str, Any]]:
         return await self._json("GET", "/v1/clusters")
 
-    async def events(self, *, after: int = 0, limit: int = 100, wait: float = 0.0) -> dict[str, Any]:
+    async def events(
+        self, *, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> dict[str, Any]:
         return await self._json("GET", "/v1/events", wait_s=wait,
                                 params={"after": after, "limit": limit, "wait": wait})
 

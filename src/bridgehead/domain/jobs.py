@@ -29,7 +29,7 @@ class JobState(StrEnum):
     CLAIMED = "claimed"
     """Leased by one agent; not yet handed to the scheduler. An expired lease re-queues it."""
     SUBMITTING = "submitting"
-    """The agent is handing it to the scheduler. After a crash the tag decides: adopt or resubmit."""
+    """The agent is handing it to the scheduler; after a crash the tag decides: adopt or submit."""
     SUBMITTED = "submitted"
     """The scheduler has it (``native_id`` is set) and has not started it."""
     RUNNING = "running"

@@ -64,7 +64,8 @@ async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
     agent's lease expired (a takeover); the agent reconciles them with its scheduler."""
     _authorize(p, body.cluster)
     store = _store(request)
-    jobs = await store.adopt(body.cluster, body.agent_id, lease_s=request.app.state.settings.lease_s)
+    lease_s = request.app.state.settings.lease_s
+    jobs = await store.adopt(body.cluster, body.agent_id, lease_s=lease_s)
     cancel = [j.id for j in jobs if j.cancel_requested]
     return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
 

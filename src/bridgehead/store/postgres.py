@@ -105,7 +105,8 @@ class PostgresJobStore(SqlJobStore):
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         super().__init__()
         if asyncpg is None:
-            raise StoreError("PostgreSQL needs the 'postgres' extra: pip install bridgehead[postgres]")
+            raise StoreError("PostgreSQL needs the 'postgres' extra: "
+                             "pip install 'bridgehead[postgres]'")
         self.dsn = dsn
         self._sizes = (min_size, max_size)
         self._pool: Any = None
@@ -140,7 +141,7 @@ class PostgresJobStore(SqlJobStore):
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self.dsn)
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 if self._listening.is_set():
                     self.hub.publish_all()  # changes while we were deaf

@@ -133,7 +133,9 @@ VALUES (:id, :name, :hash, :role, :cluster, :tenant, :now)
 """
 SELECT_TOKEN = "SELECT * FROM tokens WHERE hash = :hash AND revoked_at IS NULL"
 SELECT_TOKENS = "SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_at"
-REVOKE_TOKEN = "UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL RETURNING id"
+REVOKE_TOKEN = """
+UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL RETURNING id
+"""
 
 
 def _loads(value: Any) -> Any:

@@ -1,0 +1,209 @@
+"""The HTTP API on a real store (SQLite and PostgreSQL): auth, scoping, bad input, CAS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from bridgehead.config import ServerSettings
+from bridgehead.domain.clusters import Role
+from bridgehead.server.app import create_app
+from bridgehead.store import JobStore, create_store
+
+JOB = {"cluster": "c1", "command": ["/bin/echo", "hi"]}
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    store: JobStore
+    admin: dict[str, str]
+    client: dict[str, str]
+    agent_c1: dict[str, str]
+    agent_c2: dict[str, str]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+async def api(store_dsn: str) -> AsyncIterator[Api]:
+    store = create_store(store_dsn)
+    await store.open()
+    settings = ServerSettings.load(store=store_dsn, max_body_bytes=64 * 1024)
+    app = create_app(settings, store)  # the store is open: no lifespan needed
+    tokens = {}
+    for name, role, cluster in (("admin", Role.ADMIN, None), ("client", Role.CLIENT, None),
+                                ("agent_c1", Role.AGENT, "c1"), ("agent_c2", Role.AGENT, "c2")):
+        _, secret = await store.create_token(name=name, role=role, cluster=cluster, tenant=None)
+        tokens[name] = bearer(secret)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bh") as http:
+        yield Api(http=http, store=store, **tokens)
+    await store.close()
+
+
+async def claim(api: Api, cluster: str = "c1", headers: dict | None = None) -> httpx.Response:
+    return await api.http.post("/v1/agent/claim", headers=headers or api.agent_c1,
+                               json={"cluster": cluster, "agent_id": "a1", "max_jobs": 10})
+
+
+async def report(api: Api, *transitions: dict, headers: dict | None = None) -> httpx.Response:
+    return await api.http.post("/v1/agent/report", headers=headers or api.agent_c1,
+                               json={"cluster": "c1", "agent_id": "a1",
+                                     "transitions": list(transitions)})
+
+
+async def test_health_is_open_and_everything_else_needs_a_token(api: Api) -> None:
+    assert (await api.http.get("/health")).json()["status"] == "ok"
+    for method, path in (("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/metrics"),
+                         ("GET", "/v1/clusters"), ("POST", "/v1/agent/claim")):
+        r = await api.http.request(method, path, json=JOB)
+        assert r.status_code == 401 and "bearer" in r.json()["detail"].lower()
+    r = await api.http.get("/v1/jobs", headers=bearer("bh_not-a-real-token"))
+    assert r.status_code == 401
+
+
+async def test_idempotent_submit_returns_the_same_job(api: Api) -> None:
+    body = {**JOB, "idempotency_key": "dag.run.task.0.1"}
+    first = await api.http.post("/v1/jobs", headers=api.client, json=body)
+    again = await api.http.post("/v1/jobs", headers=api.client, json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["job"]["id"] == again.json()["job"]["id"]
+    assert again.json()["created"] is False
+
+
+async def test_agent_token_reaches_only_its_cluster(api: Api) -> None:
+    await api.http.post("/v1/jobs", headers=api.client, json=JOB)
+    assert (await claim(api, "c1", api.agent_c2)).status_code == 403
+    assert (await claim(api, "c1", api.client)).status_code == 403  # clients cannot claim
+    [job] = (await claim(api)).json()["jobs"]
+    # agent of c2 reporting on a c1 job, while naming its own cluster: refused, nothing changes
+    r = await api.http.post("/v1/agent/report", headers=api.agent_c2, json={
+        "cluster": "c2", "agent_id": "a2",
+        "transitions": [{"job_id": job["id"], "state": "submitting"}]})
+    assert r.status_code == 403
+    assert (await api.store.get(job["id"])).state.value == "claimed"
+    r = await api.http.get("/v1/jobs", headers=api.agent_c2, params={"cluster": "c1"})
+    assert r.status_code == 403
+
+
+async def test_stale_and_duplicate_reports_are_ignored(api: Api) -> None:
+    await api.http.post("/v1/jobs", headers=api.client, json=JOB)
+    [job] = (await claim(api)).json()["jobs"]
+    jid = job["id"]
+    steps = [{"job_id": jid, "state": "submitting"},
+             {"job_id": jid, "state": "submitted", "native_id": "42"},
+             {"job_id": jid, "state": "running"},
+             {"job_id": jid, "state": "succeeded", "exit_code": 0}]
+    assert (await report(api, *steps)).json()["applied"] == [True] * 4
+    replay = await report(api, *steps, {"job_id": jid, "state": "failed", "exit_code": 1})
+    assert replay.json()["applied"] == [False] * 5
+    got = (await api.http.get(f"/v1/jobs/{jid}", headers=api.client)).json()
+    assert got["state"] == "succeeded" and got["exit_code"] == 0 and got["native_id"] == "42"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 422, "json"),
+    (b'{"cluster": "c1"}', 400, "exactly one of command"),
+    (b'{"cluster": "c1", "command": ["x"], "resources": {"cores": 0}}', 422, "cores"),
+    (b'{"cluster": "c1", "script": "echo no shebang"}', 400, "#!"),
+    (b'{"cluster": "c1", "command": ["x"], "working_dir": "relative/dir"}', 400, "absolute"),
+    (b'{"cluster": "c1", "command": ["x"], "working_dir": "/data/../etc"}', 400, ".."),
+    (b'{"cluster": "c1", "command": ["x"], "scheduler_options": ["; rm -rf /"]}', 400,
+     "--name"),
+    (b'{"cluster": "c1", "command": ["x"], "env": {"A B": "1"}}', 400, "variable"),
+    (b'{"cluster": "c1", "command": ["x"], "surprise": 1}', 422, "surprise"),
+    (b'{"cluster": "bad name!", "command": ["x"]}', 400, "cluster"),
+])
+async def test_bad_submissions_get_a_clear_4xx(api: Api, body: bytes, status: int,
+                                               words: str) -> None:
+    r = await api.http.post("/v1/jobs", headers={**api.client,
+                                                 "Content-Type": "application/json"},
+                            content=body)
+    assert r.status_code == status, r.text
+    assert words.lower() in r.json()["detail"].lower()
+    assert (await api.store.list_jobs(filter_all())) == []  # nothing half-stored
+
+
+def filter_all():
+    from bridgehead.store import JobFilter
+
+    return JobFilter()
+
+
+async def test_oversized_body_is_refused_with_413(api: Api) -> None:
+    big = {**JOB, "env": {"BIG": "x" * 100_000}}
+    r = await api.http.post("/v1/jobs", headers=api.client, json=big)
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+
+async def test_shell_metacharacters_are_stored_verbatim(api: Api) -> None:
+    argv = ["/bin/echo", "$(touch /tmp/pwned); `id`; rm -rf / && echo | cat > x"]
+    r = await api.http.post("/v1/jobs", headers=api.client,
+                            json={"cluster": "c1", "command": argv})
+    assert r.json()["job"]["spec"]["command"] == argv
+
+
+async def test_wait_long_polls_until_the_job_changes(api: Api) -> None:
+    jid = (await api.http.post("/v1/jobs", headers=api.client, json=JOB)).json()["job"]["id"]
+    waiter = asyncio.create_task(api.http.get(f"/v1/jobs/{jid}/wait", headers=api.client,
+                                              params={"timeout": 20}))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    await claim(api)
+    r = await asyncio.wait_for(waiter, 10)
+    assert r.json()["state"] == "claimed"
+    quick = await api.http.get(f"/v1/jobs/{jid}/wait", headers=api.client,
+                               params={"timeout": 0.2})
+    assert quick.json()["state"] == "claimed"  # nothing new: answers at the timeout
+
+
+async def test_logs_by_offset_and_bad_chunks_refused(api: Api) -> None:
+    await api.http.post("/v1/jobs", headers=api.client, json=JOB)
+    [job] = (await claim(api)).json()["jobs"]
+    chunk = {"job_id": job["id"], "stream": "stdout", "pos": 0,
+             "data": base64.b64encode(b"hello\nworld\n").decode()}
+    r = await api.http.post("/v1/agent/report", headers=api.agent_c1,
+                            json={"cluster": "c1", "agent_id": "a1", "logs": [chunk]})
+    assert r.status_code == 200
+    r = await api.http.get(f"/v1/jobs/{job['id']}/logs", headers=api.client,
+                           params={"offset": 6})
+    assert r.content == b"world\n" and r.headers["x-next-offset"] == "12"
+    bad = {**chunk, "data": "***not base64***"}
+    r = await api.http.post("/v1/agent/report", headers=api.agent_c1,
+                            json={"cluster": "c1", "agent_id": "a1", "logs": [bad]})
+    assert r.status_code == 400 and "base64" in r.json()["detail"]
+
+
+async def test_cancel_queued_and_events_by_cursor(api: Api) -> None:
+    jid = (await api.http.post("/v1/jobs", headers=api.client, json=JOB)).json()["job"]["id"]
+    r = await api.http.post(f"/v1/jobs/{jid}/cancel", headers=api.client)
+    assert r.json()["state"] == "cancelled"
+    page = (await api.http.get("/v1/events", headers=api.client)).json()
+    assert [e["type"] for e in page["events"]] == ["bridgehead.job.queued",
+                                                   "bridgehead.job.finished"]
+    assert page["events"][1]["data"]["state"] == "cancelled"
+    empty = await api.http.get("/v1/events", headers=api.client, params={"after": page["next"]})
+    assert empty.json()["events"] == []
+    assert (await api.http.post("/v1/jobs/nope/cancel", headers=api.client)).status_code == 404
+
+
+async def test_tokens_need_admin_and_metrics_are_exposed(api: Api) -> None:
+    body = {"name": "ci", "role": "agent", "cluster": "c9"}
+    assert (await api.http.post("/v1/tokens", headers=api.client, json=body)).status_code == 403
+    r = await api.http.post("/v1/tokens", headers=api.admin, json=body)
+    assert r.status_code == 201 and r.json()["token"].startswith("bh_")
+    listed = (await api.http.get("/v1/tokens", headers=api.admin)).json()
+    assert all(t["token"] is None for t in listed)  # secrets are never shown again
+    await api.http.post("/v1/jobs", headers=api.client, json=JOB)
+    metrics = (await api.http.get("/metrics", headers=api.admin)).text
+    assert 'bridgehead_jobs{cluster="c1",state="queued"} 1.0' in metrics
+    assert "bridgehead_jobs_submitted_total 1.0" in metrics
+    assert "/openapi.json" in (await api.http.get("/docs")).text

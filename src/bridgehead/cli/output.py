@@ -16,7 +16,8 @@ from rich.table import Table
 
 from bridgehead.domain.jobs import Job, JobState
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
+"""Tables keep their width when piped (scripts should use --json)."""
 _COLOURS = {
     JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.TIMED_OUT: "red",
     JobState.LOST: "red", JobState.CANCELLED: "yellow", JobState.RUNNING: "cyan",

@@ -26,7 +26,7 @@ from bridgehead.config import (
 )
 from bridgehead.domain.clusters import Role
 from bridgehead.errors import AuthError, ConfigError
-from bridgehead.store import create_store
+from bridgehead.store import ChangeHub, create_store
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +52,35 @@ class _Server(uvicorn.Server):
     what it runs beside the server first and then sets ``should_exit``."""
 
     on_exit: Callable[[], None] | None = None
+    hub: ChangeHub | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.on_exit is not None:
             self.on_exit()
         else:
+            self.end_long_polls()
             super().handle_exit(sig, frame)
+
+    def end_long_polls(self) -> None:
+        if self.hub is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.hub.close)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
 
 def _uvicorn(settings: ServerSettings, *, access_log: bool) -> _Server:
     from bridgehead.server.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             access_log=access_log, log_config=None, lifespan="on",
                             timeout_graceful_shutdown=GRACEFUL_S)
-    return _Server(config)
+    server = _Server(config)
+    server.hub = app.state.store.hub
+    return server
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -154,5 +168,6 @@ async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, obj
     agent.stop()
     with contextlib.suppress(asyncio.CancelledError):
         await agent_task
+    server.end_long_polls()
     server.should_exit = True
     await serving

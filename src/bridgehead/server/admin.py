@@ -45,8 +45,9 @@ async def events(
     async with store.hub.watch("events") as changed:
         found = await store.events(after=after, limit=limit)
         while not found and (left := deadline - time.monotonic()) > 0:
-            if await changed.wait(left):
-                found = await store.events(after=after, limit=limit)
+            if not await changed.wait(left):
+                break
+            found = await store.events(after=after, limit=limit)
     return EventPage(events=[e.to_cloudevent() for e in found],
                      next=found[-1].seq if found else after)
 
@@ -65,7 +66,7 @@ async def event_stream(
     async def stream() -> AsyncIterator[bytes]:
         nonlocal cursor
         async with store.hub.watch("events") as changed:
-            while not await request.is_disconnected():
+            while not store.hub.closed and not await request.is_disconnected():
                 batch = await store.events(after=cursor, limit=500)
                 for e in batch:
                     payload = json.dumps(e.to_cloudevent())

@@ -51,9 +51,8 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
                                      lease_s=state.settings.lease_s)
             cancel = [j.id for j in await store.cancel_requested(body.agent_id)]
             left = deadline - time.monotonic()
-            if jobs or set(cancel) - cancelling or left <= 0:
+            if jobs or set(cancel) - cancelling or left <= 0 or not await work.wait(left):
                 break
-            await work.wait(left)
     state.metrics.claimed(body.cluster, len(jobs))
     return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
 

@@ -124,8 +124,9 @@ async def wait(
             return j.terminal or (until == "change" and j.version > floor)
 
         while not done(job) and (left := deadline - time.monotonic()) > 0:
-            if await changed.wait(left):
-                job = await store.get(job_id)
+            if not await changed.wait(left):
+                break  # timed out, or the server is stopping
+            job = await store.get(job_id)
     return JobOut.of(job)
 
 
@@ -149,8 +150,9 @@ async def logs(
         job = await _visible_job(request, p, job_id)
         data = await store.read_logs(job_id, stream, offset, limit)
         while not data and not job.terminal and (left := deadline - time.monotonic()) > 0:
-            if await changed.wait(left):
-                job = await store.get(job_id)
-                data = await store.read_logs(job_id, stream, offset, limit)
+            if not await changed.wait(left):
+                break
+            job = await store.get(job_id)
+            data = await store.read_logs(job_id, stream, offset, limit)
     headers = {"X-Next-Offset": str(offset + len(data)), "X-Job-State": job.state.value}
     return Response(data, media_type="application/octet-stream", headers=headers)

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Iterable
 class Watch:
     """Set once any watched key is published after the watch began."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_hub")
 
-    def __init__(self) -> None:
+    def __init__(self, hub: ChangeHub) -> None:
         self._event = asyncio.Event()
+        self._hub = hub
 
     def _fire(self) -> None:
         self._event.set()
@@ -33,7 +34,10 @@ class Watch:
         return self._event.is_set()
 
     async def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True if a watched key changed. Re-arms itself."""
+        """Wait up to ``timeout`` seconds; True if a watched key changed. Re-arms itself.
+        Once the hub is closed (the server is stopping) it answers False at once."""
+        if self._hub.closed:
+            return False
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:
@@ -45,10 +49,11 @@ class Watch:
 class ChangeHub:
     def __init__(self) -> None:
         self._watches: dict[str, set[Watch]] = defaultdict(set)
+        self.closed = False
 
     @contextlib.asynccontextmanager
     async def watch(self, *keys: str) -> AsyncIterator[Watch]:
-        watch = Watch()
+        watch = Watch(self)
         for key in keys:
             self._watches[key].add(watch)
         try:
@@ -71,6 +76,11 @@ class ChangeHub:
         for waiters in list(self._watches.values()):
             for watch in waiters:
                 watch._fire()
+
+    def close(self) -> None:
+        """End every wait now and from now on: long-polls answer so the server can stop."""
+        self.closed = True
+        self.publish_all()
 
     @property
     def waiting(self) -> int:

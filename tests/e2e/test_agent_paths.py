@@ -1,0 +1,73 @@
+"""A real server and agent running everyday jobs: exit codes, cancel, walltime, bad paths."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from bridgehead.client import Client
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
+from tests.procs import Agent, Server, eventually, make_token
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    home = tmp_path_factory.mktemp("paths")
+    allowed = home / "work"
+    allowed.mkdir()
+    dsn = f"sqlite:///{home / 'bh.db'}"
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    server = Server(dsn, home).start()
+    agent = Agent(server.url, agent_token, home,
+                  BRIDGEHEAD_ALLOWED_ROOTS=f'["{allowed}"]').start()
+    try:
+        with Client(server.url, admin) as client:
+            client.allowed = allowed
+            yield client
+    finally:
+        agent.kill()
+        server.kill()
+
+
+def run(bh: Client, *argv: str, **kw: object) -> Job:
+    spec = JobSpec(cluster="local", command=argv, **kw)
+    return bh.wait(bh.submit(spec).id, until="terminal", timeout=60)
+
+
+def test_exit_codes_and_usage(bh: Client) -> None:
+    ok = run(bh, sys.executable, "-c", "print('fine')")
+    assert ok.state is JobState.SUCCEEDED and ok.exit_code == 0 and ok.usage is not None
+    bad = run(bh, sys.executable, "-c", "import sys; sys.exit(3)")
+    assert bad.state is JobState.FAILED and bad.exit_code == 3
+
+
+def test_shell_metacharacters_reach_the_process_literally(bh: Client) -> None:
+    hostile = "$(touch PWNED); `id`; rm -rf ./x && echo | cat"
+    job = run(bh, "/bin/echo", hostile, working_dir=str(bh.allowed))
+    data, _, _ = bh.read_logs(job.id)
+    assert job.state is JobState.SUCCEEDED and data == (hostile + "\n").encode()
+    assert not (bh.allowed / "PWNED").exists()
+
+
+def test_walltime_ends_as_timed_out(bh: Client) -> None:
+    job = run(bh, "sleep", "30", resources=Resources(walltime_s=1))
+    assert job.state is JobState.TIMED_OUT
+
+
+def test_cancel_of_a_running_job_goes_through_the_agent(bh: Client) -> None:
+    job = bh.submit(JobSpec(cluster="local", command=("sleep", "60")))
+    eventually(lambda: bh.get(job.id).state is JobState.RUNNING, 30, what="the job to run")
+    flagged = bh.cancel(job.id)
+    assert flagged.cancel_requested and not flagged.terminal
+    done = bh.wait(job.id, until="terminal", timeout=30)
+    assert done.state is JobState.CANCELLED
+
+
+def test_working_dir_outside_the_allowed_roots_fails_with_the_reason(bh: Client) -> None:
+    job = run(bh, "/bin/true", working_dir="/etc")
+    assert job.state is JobState.FAILED
+    assert "allowed roots" in (job.reason or "")

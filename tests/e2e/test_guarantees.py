@@ -49,7 +49,7 @@ def states(bh: Client, ids: list[str]) -> dict[str, JobState]:
     found: dict[str, JobState] = {}
     after = None
     while True:
-        jobs, after = bh.list(limit=1000, after=after)
+        jobs, after = bh.list_jobs(limit=1000, after=after)
         found.update({j.id: j.state for j in jobs if j.id in ids})
         if after is None:
             return found

@@ -209,7 +209,7 @@ def list_(cluster: str | None, states: tuple[str, ...], labels: tuple[str, ...],
           tenant: str | None, limit: int, after: str | None, as_json: bool) -> None:
     """List jobs, oldest first."""
     with _client() as bh:
-        jobs, nxt = bh.list(cluster=cluster, states=states, tenant=tenant, limit=limit,
+        jobs, nxt = bh.list_jobs(cluster=cluster, states=states, tenant=tenant, limit=limit,
                             labels=parse_pairs(labels, "--label"), after=after)
     output.show_jobs(jobs, nxt, as_json=as_json)
 

@@ -43,7 +43,7 @@ def make_backend(settings: AgentSettings) -> Backend:
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 
-GRACEFUL_S = 5.0
+GRACEFUL_S = 5
 """Open long-polls get this long to finish when the server stops; clients retry them."""
 
 
@@ -152,7 +152,10 @@ async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, obj
     agent = Agent(agent_settings, make_backend(agent_settings), handle_signals=False)
     loop = asyncio.get_running_loop()
 
-    server.on_exit = lambda: loop.call_soon_threadsafe(agent.stop)
+    def stop_agent() -> None:
+        loop.call_soon_threadsafe(agent.stop)
+
+    server.on_exit = stop_agent
     for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal on return
         signal.signal(sig, lambda *_: None)
     serving = asyncio.create_task(server.serve())

@@ -121,7 +121,7 @@ class AsyncClient:
     async def get(self, job_id: str) -> Job:
         return job_from_api(await self._json("GET", f"/v1/jobs/{job_id}"))
 
-    async def list(
+    async def list_jobs(
         self, *, cluster: str | None = None, states: Sequence[str] = (), tenant: str | None = None,
         labels: dict[str, str] | None = None, limit: int = 100, after: str | None = None,
     ) -> tuple[list[Job], str | None]:

@@ -71,6 +71,10 @@ class JobStore(Protocol):
         """Jobs matching ``flt`` ordered by id (creation time); ``after`` is the last id seen."""
         ...
 
+    async def clusters_of(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Each known job id's cluster (to authorize an agent's reports)."""
+        ...
+
     async def claim(
         self, cluster: str, agent_id: str, *, limit: int, lease_s: float
     ) -> list[Job]:

@@ -47,7 +47,8 @@ class Conn(Protocol):
 
 
 class WriteTx(Protocol):
-    conn: Conn
+    @property
+    def conn(self) -> Conn: ...
 
     def notify(self, *keys: str) -> None:
         """Publish ``keys`` once the transaction has committed."""
@@ -267,7 +268,7 @@ class SqlJobStore(abc.ABC):
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
         now = time.time()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": new_job_id(),
                 "cluster": s.cluster,
@@ -305,7 +306,8 @@ class SqlJobStore(abc.ABC):
     async def list_jobs(
         self, flt: JobFilter, *, limit: int = 100, after: str | None = None
     ) -> list[Job]:
-        where, params = ["1 = 1"], {"limit": limit}
+        where: list[str] = ["1 = 1"]
+        params: dict[str, Any] = {"limit": limit}
         for column in ("cluster", "tenant", "agent_id"):
             if getattr(flt, column) is not None:
                 where.append(f"{column} = :{column}")

@@ -207,3 +207,19 @@ async def test_tokens_need_admin_and_metrics_are_exposed(api: Api) -> None:
     assert 'bridgehead_jobs{cluster="c1",state="queued"} 1.0' in metrics
     assert "bridgehead_jobs_submitted_total 1.0" in metrics
     assert "/openapi.json" in (await api.http.get("/docs")).text
+
+
+async def test_a_tenant_token_sees_and_submits_only_its_tenant(api: Api) -> None:
+    _, secret = await api.store.create_token(name="t1", role=Role.CLIENT, cluster=None,
+                                             tenant="t1")
+    t1 = bearer(secret)
+    other = (await api.http.post("/v1/jobs", headers=api.client,
+                                 json={**JOB, "tenant": "t2"})).json()["job"]["id"]
+    r = await api.http.post("/v1/jobs", headers=t1, json={**JOB, "tenant": "t2"})
+    assert r.status_code == 403
+    assert (await api.http.post("/v1/jobs", headers=t1,
+                                json={**JOB, "tenant": "t1"})).status_code == 201
+    assert (await api.http.get(f"/v1/jobs/{other}", headers=t1)).status_code == 404
+    assert (await api.http.post(f"/v1/jobs/{other}/cancel", headers=t1)).status_code == 404
+    listed = (await api.http.get("/v1/jobs", headers=t1)).json()["jobs"]
+    assert [j["tenant"] for j in listed] == ["t1"]

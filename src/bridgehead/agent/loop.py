@@ -31,6 +31,7 @@ from bridgehead.client.core import AsyncClient
 from bridgehead.config import AgentSettings
 from bridgehead.domain.jobs import Job, JobState, Transition
 from bridgehead.errors import (
+    AuthError,
     BackendUnavailable,
     ClientError,
     InvalidSpec,
@@ -93,7 +94,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(ClientError, asyncio.TimeoutError):
+        with contextlib.suppress(ClientError, AuthError, asyncio.TimeoutError):
             await asyncio.wait_for(self._flush_all(), 5)
         await self.client.aclose()
         await self.backend.close()
@@ -140,7 +141,7 @@ class Agent:
                     wait_s=20.0 if room else self.settings.poll_interval_s,
                     cancelling=cancelling)
                 delay = 0.2
-            except ServerUnavailable as exc:
+            except (ServerUnavailable, AuthError) as exc:
                 logger.warning("claim failed: %s", exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -286,27 +287,31 @@ class Agent:
                 self._wake_flush.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake_flush.wait(), self.settings.poll_interval_s)
-            except ServerUnavailable as exc:
-                logger.warning("server unavailable, %d reports kept in the outbox: %s",
+            except (ServerUnavailable, AuthError) as exc:
+                logger.warning("cannot report, %d reports kept in the outbox: %s",
                                len(self.outbox), exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _flush_all(self) -> None:
-        while batch := self.outbox.peek(500, 4 << 20):
+        """Send the outbox in order. A batch the server refuses as invalid is sent again in
+        smaller pieces until the one bad report is found; only that one is dropped."""
+        limit = 500
+        while batch := self.outbox.peek(limit, 4 << 20):
             try:
                 await self.client.report(self.settings.cluster, self.agent_id,
                                          transitions=batch.transitions, logs=batch.logs)
-            except ServerUnavailable:
-                raise
-            except ClientError as exc:  # a 4xx: retrying cannot help; keep the log of it
-                logger.error("server refused %d reports, dropping them: %s",
-                             len(batch.transitions) + len(batch.logs), exc)
+            except InvalidSpec as exc:
+                if len(batch.transitions) + len(batch.logs) > 1:
+                    limit = max(1, limit // 8)
+                    continue
+                logger.error("server refused a report, dropping it: %s", exc)
             self.outbox.ack(batch.last_seq)
+            limit = 500
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            with contextlib.suppress(ServerUnavailable):
+            with contextlib.suppress(ServerUnavailable, AuthError):
                 await self.client.heartbeat(
                     self.settings.cluster, self.agent_id, backend=self.backend.kind,
                     labels=self.settings.labels,

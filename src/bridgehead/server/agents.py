@@ -11,6 +11,7 @@ import time
 from fastapi import APIRouter, Request
 
 from bridgehead.domain.clusters import Principal
+from bridgehead.domain.jobs import Job
 from bridgehead.errors import Forbidden
 from bridgehead.server.auth import AgentOrAdmin
 from bridgehead.server.schemas import (
@@ -45,8 +46,12 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
     store = _store(request)
     deadline = time.monotonic() + min(body.wait_s, state.settings.max_wait_s)
     cancelling = set(body.cancelling)
+    jobs: list[Job] = []
+    cancel: list[str] = []
     async with store.hub.watch(f"cluster:{body.cluster}", f"agent:{body.agent_id}") as work:
         while True:
+            if await request.is_disconnected():
+                break  # the agent gave up on this long-poll: claim nothing for it
             jobs = await store.claim(body.cluster, body.agent_id, limit=body.max_jobs,
                                      lease_s=state.settings.lease_s)
             cancel = [j.id for j in await store.cancel_requested(body.agent_id)]

@@ -138,6 +138,11 @@ class AgentSettings(_Settings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    @property
+    def wake_socket(self) -> Path:
+        """Where job supervisors and scheduler hooks wake this agent (``bridgehead.wake``)."""
+        return self.state_dir / "wake.sock"
+
 
 class ClientSettings(_Settings):
     _table = "client"

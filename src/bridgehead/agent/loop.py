@@ -39,6 +39,7 @@ from bridgehead.errors import (
     SubmitRejected,
 )
 from bridgehead.store.base import LogChunk
+from bridgehead.wake import WakeListener
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Agent:
                 loop.add_signal_handler(sig, self.stop)
         logger.info("agent %s serving cluster %s via %s", self.agent_id, self.settings.cluster,
                     self.settings.server)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        wake = WakeListener(self.settings.wake_socket, lambda _msg: self._wake_poll.set())
+        wake.open()
         await self._until_server(self._flush_all)
         await self._until_server(self._adopt)
         tasks = [asyncio.create_task(self._supervise(name, fn), name=name) for name, fn in (
@@ -96,6 +100,7 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(ClientError, AuthError, asyncio.TimeoutError):
             await asyncio.wait_for(self._flush_all(), 5)
+        wake.close()
         await self.client.aclose()
         await self.backend.close()
         self.outbox.close()
@@ -219,6 +224,7 @@ class Agent:
     async def _poll_loop(self) -> None:
         last_adopt = time.monotonic()
         while True:
+            self._wake_poll.clear()  # before polling: a wake-up during the poll is kept
             try:
                 await self.poll_once()
             except BackendUnavailable as exc:
@@ -227,7 +233,6 @@ class Agent:
                 with contextlib.suppress(ServerUnavailable):
                     await self._adopt()
                     last_adopt = time.monotonic()
-            self._wake_poll.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake_poll.wait(), self.settings.poll_interval_s)
 

@@ -68,13 +68,16 @@ def _default_slots() -> int:
 class LocalBackendSettings:
     """``slots``: cores shared by the jobs. ``allowed_roots``: where working dirs may be
     (empty: anywhere). ``kill_grace_s``: SIGTERM to SIGKILL on cancel/walltime.
-    ``start_grace_s``: how long a started job may wait for its supervisor before it is lost."""
+    ``start_grace_s``: how long a started job may wait for its supervisor before it is lost.
+    ``wake_socket``: the agent's wake socket; supervisors send to it when a job starts and
+    ends, so the agent polls at once (see ``bridgehead.wake``)."""
 
     state_dir: Path
     slots: int = field(default_factory=_default_slots)
     allowed_roots: tuple[Path, ...] = ()
     kill_grace_s: float = 5.0
     start_grace_s: float = 10.0
+    wake_socket: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -183,7 +186,9 @@ class LocalBackend:
         working_dir = self._check_working_dir(spec.working_dir)
         for directory in (self._jobs, self._active, self._staging):
             directory.mkdir(parents=True, exist_ok=True)
-        staging = self._stage(job_id, spec, {"cores": cores, "working_dir": working_dir})
+        wake = str(self._settings.wake_socket) if self._settings.wake_socket else None
+        staging = self._stage(job_id, spec, {"cores": cores, "working_dir": working_dir,
+                                             "wake_socket": wake})
         (self._active / job_id).touch()
         try:
             os.rename(staging, job.path)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bridgehead.errors import BackendError
+from bridgehead.wake import send_wake
 
 SPEC = "spec.json"
 META = "meta.json"
@@ -205,6 +206,11 @@ class _Supervisor:
         self.meta = json.loads((job_dir / META).read_text())
         self.cores = int(self.meta.get("cores", 1))
 
+    def wake(self) -> None:
+        """Tell the agent to poll now (best effort: polling is the safety net)."""
+        if self.meta.get("wake_socket"):
+            send_wake(self.meta["wake_socket"], self.job_dir.name)
+
     def on_signal(self, signum: int, _frame: object) -> None:
         self.signalled = True
 
@@ -226,6 +232,7 @@ class _Supervisor:
         write_json_atomic(
             self.job_dir / CHILD, {"pid": child.pid, "start": process_start_time(child.pid)}
         )
+        self.wake()
         verdict = self._wait(child, spec.get("resources", {}).get("walltime_s"))
         _killpg(child.pid, signal.SIGKILL)  # stragglers the job left behind in its group
         return self._result(verdict, child.returncode, started_at, spec)
@@ -323,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if (job_dir / RESULT).exists():
         return 0  # cancelled or declared lost before we came up
     cores = 1
+    supervisor = None
     try:
         supervisor = _Supervisor(job_dir, kill_grace_s)
         cores = supervisor.cores
@@ -336,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             "failed", cores=cores, started_at=None, reason=f"local supervisor error: {exc!r}"
         )
     write_json_atomic(job_dir / RESULT, result)
+    if supervisor is not None:
+        supervisor.wake()
     return 0
 
 

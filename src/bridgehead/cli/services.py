@@ -37,6 +37,7 @@ def make_backend(settings: AgentSettings) -> Backend:
         local = LocalBackendSettings(
             state_dir=settings.state_dir / "local",
             allowed_roots=tuple(settings.allowed_roots),
+            wake_socket=settings.wake_socket,
             **({"slots": settings.slots} if settings.slots else {}),
         )
         return LocalBackend(local)

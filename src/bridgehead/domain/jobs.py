@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -191,11 +191,13 @@ class JobSpec:
                 raise InvalidSpec(f"label {key!r} is not a valid label")
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        data = asdict(self)
+        """Plain JSON types (a shallow walk: ``asdict``'s deep copy is the hot path's cost)."""
+        data = {name: getattr(self, name) for name in _SPEC_FIELDS}
         data["command"] = list(self.command)
         data["scheduler_options"] = list(self.scheduler_options)
+        data["env"] = dict(self.env)
+        data["labels"] = dict(self.labels)
+        data["resources"] = {name: getattr(self.resources, name) for name in _RESOURCE_FIELDS}
         return data
 
     @classmethod
@@ -213,6 +215,10 @@ class JobSpec:
             )
         except TypeError as exc:
             raise InvalidSpec(str(exc)) from exc
+
+
+_SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
+_RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
 
 
 def _check_path(path: str, what: str) -> None:

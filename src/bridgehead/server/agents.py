@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from bridgehead.domain.clusters import Principal
 from bridgehead.domain.jobs import Job
@@ -22,6 +22,7 @@ from bridgehead.server.schemas import (
     JobOut,
     ReportIn,
     ReportOut,
+    json_response,
 )
 from bridgehead.store import JobStore
 
@@ -38,7 +39,7 @@ def _store(request: Request) -> JobStore:
 
 
 @router.post("/claim", response_model=ClaimOut)
-async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
+async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
     """Lease up to ``max_jobs`` queued jobs. With ``wait_s``, wait for work (or for a cancel
     request not in ``cancelling``) up to that long before answering empty."""
     _authorize(p, body.cluster)
@@ -59,7 +60,8 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
             if jobs or set(cancel) - cancelling or left <= 0 or not await work.wait(left):
                 break
     state.metrics.claimed(body.cluster, len(jobs))
-    return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
+    return json_response(ClaimOut.model_construct(jobs=[JobOut.of(j) for j in jobs],
+                                                  cancel=cancel))
 
 
 @router.post("/adopt", response_model=ClaimOut)

@@ -6,13 +6,19 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from bridgehead.domain.clusters import Principal
 from bridgehead.domain.jobs import Job, JobSpec, JobState
 from bridgehead.errors import Forbidden, InvalidSpec, NotFound
 from bridgehead.server.auth import Authed, ClientOrAdmin
-from bridgehead.server.schemas import JobBatchIn, JobIn, JobOut, JobPage, SubmitOut
+from bridgehead.server.schemas import (
+    JobBatchIn,
+    JobIn,
+    JobOut,
+    JobPage,
+    SubmitOut,
+    json_response,
+)
 from bridgehead.store import JobFilter, JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -41,21 +47,21 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
         _check_tenant(p, spec)
     results = await _store(request).submit(specs)
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
-    return [SubmitOut(job=JobOut.of(r.job), created=r.created) for r in results]
+    return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]
 
 
 @router.post("", response_model=SubmitOut, status_code=201,
              responses={200: {"description": "The idempotency key matched an existing job."}})
-async def submit(body: JobIn, request: Request, p: ClientOrAdmin) -> JSONResponse:
+async def submit(body: JobIn, request: Request, p: ClientOrAdmin) -> Response:
     """Submit one job. The same ``idempotency_key`` (per tenant) returns the same job (200)."""
     [out] = await _submit(request, p, [body])
-    return JSONResponse(out.model_dump(mode="json"), status_code=201 if out.created else 200)
+    return json_response(out, 201 if out.created else 200)
 
 
 @router.post("/batch", response_model=list[SubmitOut])
-async def submit_batch(body: JobBatchIn, request: Request, p: ClientOrAdmin) -> list[SubmitOut]:
+async def submit_batch(body: JobBatchIn, request: Request, p: ClientOrAdmin) -> Response:
     """Submit up to 1,000 jobs in one transaction."""
-    return await _submit(request, p, body.jobs)
+    return json_response(list(await _submit(request, p, body.jobs)))
 
 
 @router.get("", response_model=JobPage)
@@ -68,7 +74,7 @@ async def list_jobs(
     label: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: str | None = None,
-) -> JobPage:
+) -> Response:
     """Jobs in creation order, filtered; page with ``after`` = the previous page's ``next``."""
     labels = []
     for item in label or []:
@@ -87,8 +93,8 @@ async def list_jobs(
     flt = JobFilter(cluster=cluster, states=tuple(state or ()), tenant=tenant,
                     labels=tuple(labels))
     jobs = await _store(request).list_jobs(flt, limit=limit, after=after)
-    return JobPage(jobs=[JobOut.of(j) for j in jobs],
-                   next=jobs[-1].id if len(jobs) == limit else None)
+    return json_response(JobPage.model_construct(
+        jobs=[JobOut.of(j) for j in jobs], next=jobs[-1].id if len(jobs) == limit else None))
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -7,6 +7,7 @@ import binascii
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridgehead.domain.clusters import Principal, Role
@@ -95,20 +96,32 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
+        """From a domain job, which is valid by construction: no re-validation."""
         usage = job.usage
-        return cls(
+        return cls.model_construct(
             id=job.id, cluster=job.cluster, tenant=job.spec.tenant, name=job.spec.name,
             state=job.state, terminal=job.terminal, version=job.version, attempt=job.attempt,
             native_id=job.native_id, exit_code=job.exit_code, reason=job.reason,
             cancel_requested=job.cancel_requested,
-            usage=UsageOut(elapsed_s=usage.elapsed_s, cores=usage.cores, nodes=usage.nodes,
-                           max_rss_mb=usage.max_rss_mb, core_seconds=usage.core_seconds)
+            usage=UsageOut.model_construct(
+                elapsed_s=usage.elapsed_s, cores=usage.cores, nodes=usage.nodes,
+                max_rss_mb=usage.max_rss_mb, core_seconds=usage.core_seconds)
             if usage else None,
             labels=job.spec.labels, idempotency_key=job.spec.idempotency_key,
             created_at=_ts(job.created_at), updated_at=_ts(job.updated_at),
             submitted_at=_ts(job.submitted_at), started_at=_ts(job.started_at),
             finished_at=_ts(job.finished_at), spec=job.spec.to_dict(),
         )
+
+
+def json_response(model: BaseModel | list[BaseModel], status_code: int = 200) -> Response:
+    """Serialize once, in pydantic's core, instead of FastAPI validating the model again
+    against the route's ``response_model`` (which stays the documented schema)."""
+    if isinstance(model, list):
+        body = b"[" + b",".join(m.model_dump_json().encode() for m in model) + b"]"
+    else:
+        body = model.model_dump_json().encode()
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 class SubmitOut(BaseModel):

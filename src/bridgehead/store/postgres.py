@@ -19,10 +19,9 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from bridgehead.domain.jobs import JobState, predecessors
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_postgres_migrations
-from bridgehead.store.sql import TRANSITION_SET, Conn, Row, SqlJobStore
+from bridgehead.store.sql import TRANSITION_SET, Conn, Row, SqlJobStore, expected_states
 
 try:
     import asyncpg
@@ -59,7 +58,6 @@ SELECT seq, id, type, source, subject, time, data FROM events
 WHERE seq > :after AND tx < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY seq LIMIT :limit
 """
-_EXPECTED = {s.value: ",".join(sorted(p.value for p in predecessors(s))) for s in JobState}
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -191,43 +189,18 @@ class PostgresJobStore(SqlJobStore):
     async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]:
         return await conn.fetch(CLAIM, params)
 
-    async def _apply(
+    async def _apply_round(
         self, conn: Conn, rows: list[dict[str, Any]], agent_id: str | None, now: float
-    ) -> list[Row | None]:
-        out: list[Row | None] = [None] * len(rows)
-        for batch in _rounds(rows):
-            params = {
-                "ids": [rows[i]["id"] for i in batch],
-                "states": [rows[i]["state"] for i in batch],
-                "native_ids": [rows[i]["native_id"] for i in batch],
-                "exit_codes": [rows[i]["exit_code"] for i in batch],
-                "reasons": [rows[i]["reason"] for i in batch],
-                "usages": [rows[i]["usage"] for i in batch],
-                "ats": [rows[i]["at"] for i in batch],
-                "expected": [_EXPECTED[rows[i]["state"]] for i in batch],
-                "agent": agent_id,
-                "now": now,
-            }
-            by_id = {r["id"]: r for r in await conn.fetch(TRANSITION_BATCH, params)}
-            for i in batch:
-                out[i] = by_id.get(rows[i]["id"])
-        return out
+    ) -> list[Row]:
+        params: dict[str, Any] = {
+            f"{column}s": [r[column] for r in rows]
+            for column in ("id", "state", "native_id", "exit_code", "reason", "usage", "at")
+        }
+        params["expected"] = [",".join(expected_states(r["state"])) for r in rows]
+        return await conn.fetch(TRANSITION_BATCH, {**params, "agent": agent_id, "now": now})
 
     def _events_sql(self) -> str:
         return EVENTS
-
-
-def _rounds(rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
-    """Split row indexes into rounds in which each job id appears once, keeping order."""
-    rounds: list[list[int]] = []
-    seen: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        r = seen.get(row["id"], -1) + 1
-        seen[row["id"]] = r
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append(i)
-    return rounds
 
 
 def _payloads(keys: set[str]) -> list[str]:

@@ -258,9 +258,21 @@ class SqlJobStore(abc.ABC):
     async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]: ...
 
     @abc.abstractmethod
+    async def _apply_round(
+        self, conn: Conn, rows: list[dict[str, Any]], agent_id: str | None, now: float
+    ) -> list[Row]:
+        """Apply transitions of distinct jobs in one statement; the rows that changed."""
+
     async def _apply(
         self, conn: Conn, rows: list[dict[str, Any]], agent_id: str | None, now: float
-    ) -> list[Row | None]: ...
+    ) -> list[Row | None]:
+        out: list[Row | None] = [None] * len(rows)
+        for batch in _rounds(rows):
+            changed = await self._apply_round(conn, [rows[i] for i in batch], agent_id, now)
+            by_id = {r["id"]: r for r in changed}
+            for i in batch:
+                out[i] = by_id.get(rows[i]["id"])
+        return out
 
     @abc.abstractmethod
     def _events_sql(self) -> str: ...
@@ -516,10 +528,25 @@ class SqlJobStore(abc.ABC):
             raise NotFound(f"token {token_id} not found")
 
 
+def _rounds(rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """Split row indexes into rounds in which each job id appears once, keeping order."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        r = seen.get(row["id"], -1) + 1
+        seen[row["id"]] = r
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    return rounds
+
+
+def expected_states(state: str) -> list[str]:
+    """The states a transition to ``state`` may come from (its CAS guard)."""
+    return sorted(p.value for p in predecessors(JobState(state)))
+
+
 def _new_job(job_id: str, spec: JobSpec, now: float) -> Job:
     return Job(id=job_id, spec=spec, state=JobState.QUEUED, created_at=now, updated_at=now)
 
 
-def expected_states_sql(target: JobState) -> str:
-    """The CAS guard of a transition to ``target``: the states it may come from."""
-    return _states_sql(predecessors(target))

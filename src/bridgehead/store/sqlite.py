@@ -16,16 +16,9 @@ from typing import Any
 
 import aiosqlite
 
-from bridgehead.domain.jobs import JobState
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_sqlite_migrations
-from bridgehead.store.sql import (
-    TRANSITION_SET,
-    Conn,
-    Row,
-    SqlJobStore,
-    expected_states_sql,
-)
+from bridgehead.store.sql import TRANSITION_SET, Conn, Row, SqlJobStore, expected_states
 
 CLAIM = """
 UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,
@@ -37,21 +30,19 @@ WHERE id IN (
     ORDER BY id LIMIT :limit)
 RETURNING *
 """
-TRANSITION_ONE = """
-UPDATE jobs SET {set}
-FROM (SELECT :state AS state, :native_id AS native_id, :exit_code AS exit_code,
-             :reason AS reason, :usage AS usage, :at AS at) AS v
-WHERE jobs.id = :id AND jobs.state IN {expected}
+TRANSITION_BATCH = f"""
+UPDATE jobs SET {TRANSITION_SET}
+FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state,
+             value ->> 'native_id' AS native_id, value ->> 'exit_code' AS exit_code,
+             value ->> 'reason' AS reason, value ->> 'usage' AS usage, value ->> 'at' AS at,
+             value ->> 'expected' AS expected
+      FROM json_each(:rows)) AS v
+WHERE jobs.id = v.id AND jobs.state IN (SELECT value FROM json_each(v.expected))
   AND (CAST(:agent AS TEXT) IS NULL OR jobs.agent_id = :agent)
   AND (v.state <> 'submitting' OR NOT jobs.cancel_requested)
 RETURNING *
 """
 EVENTS = "SELECT * FROM events WHERE seq > :after ORDER BY seq LIMIT :limit"
-_TRANSITION_SQL = {
-    s.value: TRANSITION_ONE.format(set=TRANSITION_SET, expected=expected_states_sql(s))
-    for s in JobState
-    if expected_states_sql(s) != "()"
-}
 
 
 class _SqliteConn:
@@ -143,15 +134,11 @@ class SqliteJobStore(SqlJobStore):
     async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]:
         return await conn.fetch(CLAIM, params)
 
-    async def _apply(
+    async def _apply_round(
         self, conn: Conn, rows: list[dict[str, Any]], agent_id: str | None, now: float
-    ) -> list[Row | None]:
-        out: list[Row | None] = []
-        for row in rows:
-            sql = _TRANSITION_SQL.get(row["state"])
-            found = await conn.fetch(sql, {**row, "agent": agent_id, "now": now}) if sql else []
-            out.append(found[0] if found else None)
-        return out
+    ) -> list[Row]:
+        batch = json.dumps([{**r, "expected": expected_states(r["state"])} for r in rows])
+        return await conn.fetch(TRANSITION_BATCH, {"rows": batch, "agent": agent_id, "now": now})
 
     def _events_sql(self) -> str:
         return EVENTS

@@ -171,8 +171,13 @@ class Agent:
                 self.settings.cluster, self.agent_id,
                 transitions=[Transition(job_id=job.id, state=JobState.SUBMITTING)])
             if not ok:
-                logger.info("job %s was cancelled or taken over before submission", job.id)
-                return
+                current = await self.client.get(job.id)
+                if current.state is not JobState.SUBMITTING or current.agent_id != self.agent_id:
+                    logger.info("job %s was cancelled or taken over before submission", job.id)
+                    return
+                # an earlier try of this report landed and only its answer was lost
+                if await self._adopt_by_tag(current):
+                    return
         try:
             native_id = await self.backend.submit(job.id, job.spec)
         except (SubmitRejected, InvalidSpec) as exc:
@@ -198,13 +203,20 @@ class Agent:
                 self.tracked[job.id] = Tracked(job=job, native_id=job.native_id, state=job.state)
                 logger.info("adopted job %s (%s %s)", job.id, job.state, job.native_id)
 
-    async def _reconcile(self, job: Job) -> None:
+    async def _adopt_by_tag(self, job: Job) -> bool:
+        """If the scheduler has a job tagged with this id, adopt it (True)."""
         found = await self.backend.find(job.id)
-        if found:
-            logger.info("job %s found on the scheduler as %s: adopting it", job.id, found[0])
-            self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=found[0]))
-            self.tracked[job.id] = Tracked(job=job, native_id=found[0])
-        elif job.cancel_requested:
+        if not found:
+            return False
+        logger.info("job %s found on the scheduler as %s: adopting it", job.id, found[0])
+        self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=found[0]))
+        self.tracked[job.id] = Tracked(job=job, native_id=found[0])
+        return True
+
+    async def _reconcile(self, job: Job) -> None:
+        if await self._adopt_by_tag(job):
+            return
+        if job.cancel_requested:
             self._record(Transition(job_id=job.id, state=JobState.CANCELLED,
                                     reason="cancelled before it reached the scheduler"))
         else:

@@ -46,6 +46,7 @@ def job_from_api(data: dict[str, Any]) -> Job:
     return Job(
         id=data["id"], spec=JobSpec.from_dict(data["spec"]), state=JobState(data["state"]),
         version=data["version"], attempt=data["attempt"], native_id=data["native_id"],
+        agent_id=data.get("agent_id"),
         exit_code=data["exit_code"], reason=data["reason"],
         cancel_requested=data["cancel_requested"],
         usage=Usage(elapsed_s=usage["elapsed_s"], cores=usage["cores"], nodes=usage["nodes"],

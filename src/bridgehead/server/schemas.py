@@ -81,6 +81,7 @@ class JobOut(BaseModel):
     version: int
     attempt: int
     native_id: str | None
+    agent_id: str | None
     exit_code: int | None
     reason: str | None
     cancel_requested: bool
@@ -101,7 +102,8 @@ class JobOut(BaseModel):
         return cls.model_construct(
             id=job.id, cluster=job.cluster, tenant=job.spec.tenant, name=job.spec.name,
             state=job.state, terminal=job.terminal, version=job.version, attempt=job.attempt,
-            native_id=job.native_id, exit_code=job.exit_code, reason=job.reason,
+            native_id=job.native_id, agent_id=job.agent_id, exit_code=job.exit_code,
+            reason=job.reason,
             cancel_requested=job.cancel_requested,
             usage=UsageOut.model_construct(
                 elapsed_s=usage.elapsed_s, cores=usage.cores, nodes=usage.nodes,

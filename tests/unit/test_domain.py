@@ -78,3 +78,11 @@ def test_store_dsns() -> None:
     for bad in ("sqlite://relative.db", "mysql://x/y", "postgresql:///nohost"):
         with pytest.raises(ConfigError):
             StoreDsn.parse(bad)
+
+
+def test_a_stored_spec_loads_back_equal() -> None:
+    spec = JobSpec(cluster="c", script="#!/bin/sh\necho hi\n", env={"A": "1"}, tenant="t",
+                   resources=Resources(cores=2, memory_mb=512, partition="p"),
+                   scheduler_options=("--qos=x",), labels={"k": "v"}, idempotency_key="key")
+    assert JobSpec.from_stored(spec.to_dict()) == spec
+    assert JobSpec.from_stored(spec.to_dict()).resources == spec.resources

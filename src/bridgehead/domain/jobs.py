@@ -201,6 +201,21 @@ class JobSpec:
         return data
 
     @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> JobSpec:
+        """Rebuild a spec that was validated when it was stored (``to_dict`` output), without
+        validating it again: loading is on every hot path, and the rules run on write."""
+        spec = object.__new__(cls)
+        for name in _SPEC_FIELDS:
+            object.__setattr__(spec, name, data.get(name))
+        resources = object.__new__(Resources)
+        for name in _RESOURCE_FIELDS:
+            object.__setattr__(resources, name, data["resources"].get(name))
+        object.__setattr__(spec, "resources", resources)
+        object.__setattr__(spec, "command", tuple(data["command"]))
+        object.__setattr__(spec, "scheduler_options", tuple(data["scheduler_options"]))
+        return spec
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         data = dict(data)
         resources = data.pop("resources", None) or {}

@@ -147,7 +147,7 @@ def job_from_row(row: Row) -> Job:
     usage = _loads(row["usage"])
     return Job(
         id=row["id"],
-        spec=JobSpec.from_dict(_loads(row["spec"])),
+        spec=JobSpec.from_stored(_loads(row["spec"])),
         state=JobState(row["state"]),
         version=row["version"],
         attempt=row["attempt"],
@@ -541,9 +541,12 @@ def _rounds(rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     return rounds
 
 
+_EXPECTED = {s.value: sorted(p.value for p in predecessors(s)) for s in JobState}
+
+
 def expected_states(state: str) -> list[str]:
     """The states a transition to ``state`` may come from (its CAS guard)."""
-    return sorted(p.value for p in predecessors(JobState(state)))
+    return _EXPECTED[state]
 
 
 def _new_job(job_id: str, spec: JobSpec, now: float) -> Job:

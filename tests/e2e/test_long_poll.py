@@ -1,14 +1,18 @@
-"""Long-polls against a real server process: an abandoned claim must not take jobs."""
+"""Against real server processes: long-polls, server-sent events, graceful agent stop."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.procs import Server, make_token
+from bridgehead.client import Client
+from bridgehead.domain.jobs import JobSpec, JobState
+from tests.procs import Agent, Server, eventually, make_token
 
 pytestmark = pytest.mark.slow
 
@@ -41,3 +45,50 @@ async def abandon_then_submit(url: str, admin: str, agent: str) -> None:
         r = await http.post("/v1/agent/claim", headers={"Authorization": f"Bearer {agent}"},
                             json={"cluster": "local", "agent_id": "next", "max_jobs": 5})
         assert [j["id"] for j in r.json()["jobs"]] == [job_id]
+
+
+def test_events_stream_as_server_sent_events_from_a_cursor(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
+    admin = make_token(dsn, "admin")
+    server = Server(dsn, tmp_path).start()
+    headers = {"Authorization": f"Bearer {admin}"}
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+            first = http.post("/v1/jobs", json={"cluster": "local", "command": ["true"]})
+            second = http.post("/v1/jobs", json={"cluster": "local", "command": ["true"]})
+            cursor = http.get("/v1/events").json()["events"][0]["seq"]
+            with http.stream("GET", "/v1/events/stream", params={"after": cursor}) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                frames = []
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        frames.append(json.loads(line[6:]))
+                    if len(frames) == 2:
+                        break
+                    if len(frames) == 1 and line.startswith("data: "):  # then a live one
+                        http.post(f"/v1/jobs/{second.json()['job']['id']}/cancel")
+        assert frames[0]["subject"] == f"jobs/{second.json()['job']['id']}"
+        assert frames[0]["type"] == "bridgehead.job.queued" and frames[0]["seq"] > cursor
+        assert frames[1]["data"]["state"] == "cancelled"  # pushed as it happened
+        assert first.json()["job"]["id"] not in {f["data"]["job_id"] for f in frames}
+    finally:
+        server.kill()
+
+
+def test_agent_stops_gracefully_on_sigterm_and_its_job_survives(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    server = Server(dsn, tmp_path).start()
+    agent = Agent(server.url, agent_token, tmp_path).start()
+    try:
+        with Client(server.url, admin) as bh:
+            job = bh.submit(JobSpec(cluster="local", command=("sleep", "2")))
+            eventually(lambda: bh.get(job.id).state is JobState.RUNNING, 30, what="running")
+            assert agent.kill(signal.SIGTERM) == 0  # a clean exit
+            assert "Traceback" not in agent.output()
+            agent = Agent(server.url, agent_token, tmp_path).start()
+            done = bh.wait(job.id, until="terminal", timeout=30)
+        assert done.state is JobState.SUCCEEDED and done.attempt == 1
+    finally:
+        agent.kill()
+        server.kill()

@@ -18,6 +18,8 @@ from bridgehead.domain.jobs import Job, JobState
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 """Tables keep their width when piped (scripts should use --json)."""
+progress_console = Console(stderr=True)
+"""Progress goes to stderr, so ``--json`` output on stdout stays parseable."""
 _COLOURS = {
     JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.TIMED_OUT: "red",
     JobState.LOST: "red", JobState.CANCELLED: "yellow", JobState.RUNNING: "cyan",
@@ -125,7 +127,7 @@ async def wait_with_progress(bh: Any, job_ids: list[str], timeout: float | None)
     """Wait for every job concurrently (server long-polls) with a live progress bar."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=progress_console, transient=False) as progress:
         task = progress.add_task("jobs finished", total=len(job_ids))
 
         async def one(job_id: str) -> Job:

@@ -137,6 +137,9 @@ class AgentSettings(_Settings):
     labels: dict[str, str] = Field(default_factory=dict)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    failpoint: str = ""
+    """Crash testing only (BRIDGEHEAD_FAILPOINT): ``after-backend-submit`` makes the agent
+    SIGKILL itself right after the scheduler took a job, before its native id is recorded."""
 
     @property
     def wake_socket(self) -> Path:

@@ -43,10 +43,6 @@ from bridgehead.wake import WakeListener
 
 logger = logging.getLogger(__name__)
 
-FAILPOINT_ENV = "BRIDGEHEAD_FAILPOINT"
-"""Crash testing only: ``after-backend-submit`` makes the agent SIGKILL itself right after the
-scheduler accepted a job and before anything recorded the native id."""
-
 
 @dataclass
 class Tracked:
@@ -73,7 +69,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
         self._wake_flush = asyncio.Event()
-        self._failpoint = os.environ.get(FAILPOINT_ENV, "")
+        self._failpoint = settings.failpoint
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:

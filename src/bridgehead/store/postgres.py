@@ -21,7 +21,8 @@ from typing import Any
 
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_postgres_migrations
-from bridgehead.store.sql import TRANSITION_SET, Conn, Row, SqlJobStore, expected_states
+from bridgehead.store.queries import TRANSITION_SET
+from bridgehead.store.sql import Conn, Row, SqlJobStore, expected_states
 
 try:
     import asyncpg

@@ -20,9 +20,6 @@ from typing import Any, Protocol
 from bridgehead.domain.clusters import Cluster, Principal, Role
 from bridgehead.domain.events import Event, job_event
 from bridgehead.domain.jobs import (
-    ACTIVE,
-    IN_FLIGHT,
-    TERMINAL,
     Job,
     JobSpec,
     JobState,
@@ -32,6 +29,7 @@ from bridgehead.domain.jobs import (
     predecessors,
 )
 from bridgehead.errors import AuthError, InvalidSpec, NotFound
+from bridgehead.store import queries as q
 from bridgehead.store.base import ClusterStats, JobFilter, LogChunk, Submitted
 from bridgehead.store.hub import ChangeHub
 
@@ -53,90 +51,6 @@ class WriteTx(Protocol):
     def notify(self, *keys: str) -> None:
         """Publish ``keys`` once the transaction has committed."""
         ...
-
-
-def _states_sql(states: Sequence[JobState] | frozenset[JobState]) -> str:
-    """An SQL list of state literals (enum values only, never user input)."""
-    return "(" + ",".join(f"'{s.value}'" for s in sorted(states)) + ")"
-
-
-_IN_FLIGHT = _states_sql(IN_FLIGHT)
-_HELD = _states_sql(IN_FLIGHT | {JobState.CLAIMED})
-_ACTIVE = _states_sql(ACTIVE)
-
-INSERT_JOB = """
-INSERT INTO jobs (id, cluster, tenant, state, idempotency_key, spec, created_at, updated_at)
-VALUES (:id, :cluster, :tenant, 'queued', :idempotency_key, :spec, :now, :now)
-ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-"""
-SELECT_BY_KEY = "SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key"
-SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
-INSERT_EVENT = """
-INSERT INTO events (id, type, source, subject, time, data)
-VALUES (:id, :type, :source, :subject, :time, :data)
-"""
-# Transition SET clause shared by the per-row and batch forms; ``v`` names the new values.
-TRANSITION_SET = """
-    state = v.state, version = jobs.version + 1, updated_at = :now,
-    native_id = COALESCE(v.native_id, jobs.native_id),
-    exit_code = COALESCE(v.exit_code, jobs.exit_code),
-    reason = COALESCE(v.reason, jobs.reason),
-    usage = COALESCE(v.usage, jobs.usage),
-    submitted_at = CASE WHEN v.state = 'submitted' THEN v.at ELSE jobs.submitted_at END,
-    started_at = CASE WHEN v.state = 'running' THEN v.at ELSE jobs.started_at END,
-    finished_at = CASE WHEN v.state IN {terminal} THEN v.at ELSE jobs.finished_at END,
-    lease_expires_at = CASE WHEN v.state IN {terminal} THEN NULL ELSE jobs.lease_expires_at END,
-    agent_id = CASE WHEN v.state = 'queued' THEN NULL ELSE jobs.agent_id END
-""".format(terminal=_states_sql(TERMINAL))
-CANCEL_NOW = """
-UPDATE jobs SET state = 'cancelled', version = version + 1, updated_at = :now,
-    finished_at = :now, reason = 'cancelled by user', lease_expires_at = NULL
-WHERE id = :id AND state IN ('queued', 'claimed') RETURNING *
-"""
-FLAG_CANCEL = f"""
-UPDATE jobs SET cancel_requested = TRUE, version = version + 1, updated_at = :now
-WHERE id = :id AND state IN {_IN_FLIGHT} AND NOT cancel_requested RETURNING *
-"""
-SELECT_CANCEL_REQUESTED = f"""
-SELECT * FROM jobs WHERE agent_id = :agent AND cancel_requested AND state IN {_IN_FLIGHT}
-"""
-ADOPT = f"""
-UPDATE jobs SET agent_id = :agent, lease_expires_at = :lease
-WHERE cluster = :cluster AND (
-    (state IN {_IN_FLIGHT} AND (agent_id = :agent OR agent_id IS NULL OR lease_expires_at < :now))
-    OR (state = 'claimed' AND agent_id = :agent))
-RETURNING *
-"""
-UPSERT_CLUSTER = """
-INSERT INTO clusters (name, backend, labels, agent_id, last_heartbeat, info)
-VALUES (:name, :backend, :labels, :agent, :now, :info)
-ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, labels = excluded.labels,
-    agent_id = excluded.agent_id, last_heartbeat = excluded.last_heartbeat, info = excluded.info
-"""
-RENEW_LEASES = f"""
-UPDATE jobs SET lease_expires_at = :lease WHERE agent_id = :agent AND state IN {_HELD}
-"""
-SELECT_CLUSTERS = "SELECT * FROM clusters ORDER BY name"
-ACTIVE_COUNTS = f"""
-SELECT cluster, state, COUNT(*) AS n FROM jobs WHERE state IN {_ACTIVE} GROUP BY cluster, state
-"""
-INSERT_LOG = """
-INSERT INTO job_logs (job_id, stream, pos, size, data) VALUES (:job_id, :stream, :pos, :size, :data)
-ON CONFLICT (job_id, stream, pos) DO NOTHING
-"""
-SELECT_LOGS = """
-SELECT pos, data FROM job_logs WHERE job_id = :id AND stream = :stream AND pos + size > :offset
-ORDER BY pos LIMIT 256
-"""
-INSERT_TOKEN = """
-INSERT INTO tokens (id, name, hash, role, cluster, tenant, created_at)
-VALUES (:id, :name, :hash, :role, :cluster, :tenant, :now)
-"""
-SELECT_TOKEN = "SELECT * FROM tokens WHERE hash = :hash AND revoked_at IS NULL"
-SELECT_TOKENS = "SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_at"
-REVOKE_TOKEN = """
-UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL RETURNING id
-"""
 
 
 def _loads(value: Any) -> Any:
@@ -293,24 +207,24 @@ class SqlJobStore(abc.ABC):
         ]
         out: list[Submitted] = []
         async with self._write() as tx:
-            await tx.conn.executemany(INSERT_JOB, rows)
+            await tx.conn.executemany(q.INSERT_JOB, rows)
             for spec, row in zip(specs, rows, strict=True):
                 if spec.idempotency_key is None:
                     out.append(Submitted(job=_new_job(row["id"], spec, now), created=True))
                     continue
                 found = await tx.conn.fetch(
-                    SELECT_BY_KEY, {"tenant": spec.tenant, "key": spec.idempotency_key}
+                    q.SELECT_BY_KEY, {"tenant": spec.tenant, "key": spec.idempotency_key}
                 )
                 job = job_from_row(found[0])
                 out.append(Submitted(job=job, created=job.id == row["id"]))
             created = [s.job for s in out if s.created]
-            await tx.conn.executemany(INSERT_EVENT, _job_event_rows(created, now))
+            await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(created, now))
             tx.notify("events", *{f"cluster:{j.cluster}" for j in created})
         return out
 
     async def get(self, job_id: str) -> Job:
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_JOB, {"id": job_id})
+            rows = await conn.fetch(q.SELECT_JOB, {"id": job_id})
         if not rows:
             raise NotFound(f"job {job_id} not found")
         return job_from_row(rows[0])
@@ -358,7 +272,7 @@ class SqlJobStore(abc.ABC):
             jobs = sorted((job_from_row(r) for r in await self._claim(tx.conn, params)),
                           key=lambda j: j.id)
             if jobs:
-                await tx.conn.executemany(INSERT_EVENT, _job_event_rows(jobs, now))
+                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(jobs, now))
                 tx.notify("events", *(f"job:{j.id}" for j in jobs))
         return jobs
 
@@ -366,7 +280,7 @@ class SqlJobStore(abc.ABC):
         now = time.time()
         params = {"cluster": cluster, "agent": agent_id, "now": now, "lease": now + lease_s}
         async with self._write() as tx:
-            rows = await tx.conn.fetch(ADOPT, params)
+            rows = await tx.conn.fetch(q.ADOPT, params)
         return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
     async def transition(
@@ -381,7 +295,7 @@ class SqlJobStore(abc.ABC):
             jobs = [job_from_row(r) if r is not None else None for r in applied]
             changed = [j for j in jobs if j is not None]
             if changed:
-                await tx.conn.executemany(INSERT_EVENT, _job_event_rows(changed, now))
+                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(changed, now))
                 tx.notify("events", *(f"job:{j.id}" for j in changed))
                 tx.notify(*{f"cluster:{j.cluster}" for j in changed if j.state is JobState.QUEUED})
         return jobs
@@ -389,13 +303,13 @@ class SqlJobStore(abc.ABC):
     async def request_cancel(self, job_id: str) -> Job:
         now = time.time()
         async with self._write() as tx:
-            rows = await tx.conn.fetch(CANCEL_NOW, {"id": job_id, "now": now})
+            rows = await tx.conn.fetch(q.CANCEL_NOW, {"id": job_id, "now": now})
             if rows:
                 job = job_from_row(rows[0])
-                await tx.conn.executemany(INSERT_EVENT, _job_event_rows([job], now))
+                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows([job], now))
                 tx.notify("events", f"job:{job.id}")
                 return job
-            rows = await tx.conn.fetch(FLAG_CANCEL, {"id": job_id, "now": now})
+            rows = await tx.conn.fetch(q.FLAG_CANCEL, {"id": job_id, "now": now})
             if rows:
                 job = job_from_row(rows[0])
                 tx.notify(f"job:{job.id}", f"cluster:{job.cluster}", f"agent:{job.agent_id}")
@@ -404,7 +318,7 @@ class SqlJobStore(abc.ABC):
 
     async def cancel_requested(self, agent_id: str) -> list[Job]:
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_CANCEL_REQUESTED, {"agent": agent_id})
+            rows = await conn.fetch(q.SELECT_CANCEL_REQUESTED, {"agent": agent_id})
         return [job_from_row(r) for r in rows]
 
     # -- clusters --------------------------------------------------------------------------
@@ -420,16 +334,16 @@ class SqlJobStore(abc.ABC):
     ) -> None:
         now = time.time()
         async with self._write() as tx:
-            await tx.conn.executemany(UPSERT_CLUSTER, [{
+            await tx.conn.executemany(q.UPSERT_CLUSTER, [{
                 "name": cluster, "backend": backend, "labels": json.dumps(labels),
                 "agent": agent_id, "now": now, "info": json.dumps(info),
             }])
-            await tx.conn.executemany(RENEW_LEASES, [{"agent": agent_id, "lease": now + lease_s}])
+            await tx.conn.executemany(q.RENEW_LEASES, [{"agent": agent_id, "lease": now + lease_s}])
 
     async def clusters(self) -> list[ClusterStats]:
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_CLUSTERS)
-            count_rows = await conn.fetch(ACTIVE_COUNTS)
+            rows = await conn.fetch(q.SELECT_CLUSTERS)
+            count_rows = await conn.fetch(q.ACTIVE_COUNTS)
         counts: dict[str, dict[str, int]] = {}
         for r in count_rows:
             counts.setdefault(r["cluster"], {})[r["state"]] = r["n"]
@@ -447,7 +361,7 @@ class SqlJobStore(abc.ABC):
 
     async def counts(self) -> dict[tuple[str, str], int]:
         async with self._read() as conn:
-            rows = await conn.fetch(ACTIVE_COUNTS)
+            rows = await conn.fetch(q.ACTIVE_COUNTS)
         return {(r["cluster"], r["state"]): r["n"] for r in rows}
 
     # -- logs and events -------------------------------------------------------------------
@@ -460,13 +374,13 @@ class SqlJobStore(abc.ABC):
             for c in chunks
         ]
         async with self._write() as tx:
-            await tx.conn.executemany(INSERT_LOG, rows)
+            await tx.conn.executemany(q.INSERT_LOG, rows)
             tx.notify(*{f"logs:{c.job_id}" for c in chunks})
 
     async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes:
         params = {"id": job_id, "stream": stream, "offset": offset}
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_LOGS, params)
+            rows = await conn.fetch(q.SELECT_LOGS, params)
         out, at = bytearray(), offset
         for row in rows:
             if row["pos"] > at or len(out) >= limit:
@@ -487,7 +401,7 @@ class SqlJobStore(abc.ABC):
         async with self._write() as tx:
             for event in events:
                 row = event_row(Event(**{**_event_fields(event), "time": event.time or now}))
-                found = await tx.conn.fetch(INSERT_EVENT + " RETURNING seq, time", row)
+                found = await tx.conn.fetch(q.INSERT_EVENT + " RETURNING seq, time", row)
                 out.append(Event(**{**_event_fields(event), "time": found[0]["time"],
                                     "seq": found[0]["seq"]}))
             tx.notify("events")
@@ -504,7 +418,7 @@ class SqlJobStore(abc.ABC):
             token_id=secrets.token_hex(8), name=name, role=role, cluster=cluster, tenant=tenant
         )
         async with self._write() as tx:
-            await tx.conn.executemany(INSERT_TOKEN, [{
+            await tx.conn.executemany(q.INSERT_TOKEN, [{
                 "id": principal.token_id, "name": name, "hash": hash_token(secret),
                 "role": role.value, "cluster": cluster, "tenant": tenant, "now": time.time(),
             }])
@@ -512,18 +426,18 @@ class SqlJobStore(abc.ABC):
 
     async def authenticate(self, secret: str) -> Principal:
         async with self._read() as conn:
-            rows = await conn.fetch(SELECT_TOKEN, {"hash": hash_token(secret)})
+            rows = await conn.fetch(q.SELECT_TOKEN, {"hash": hash_token(secret)})
         if not rows:
             raise AuthError("unknown or revoked token")
         return _principal(rows[0])
 
     async def list_tokens(self) -> list[Principal]:
         async with self._read() as conn:
-            return [_principal(r) for r in await conn.fetch(SELECT_TOKENS)]
+            return [_principal(r) for r in await conn.fetch(q.SELECT_TOKENS)]
 
     async def revoke_token(self, token_id: str) -> None:
         async with self._write() as tx:
-            rows = await tx.conn.fetch(REVOKE_TOKEN, {"id": token_id, "now": time.time()})
+            rows = await tx.conn.fetch(q.REVOKE_TOKEN, {"id": token_id, "now": time.time()})
         if not rows:
             raise NotFound(f"token {token_id} not found")
 

@@ -18,7 +18,8 @@ import aiosqlite
 
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_sqlite_migrations
-from bridgehead.store.sql import TRANSITION_SET, Conn, Row, SqlJobStore, expected_states
+from bridgehead.store.queries import TRANSITION_SET
+from bridgehead.store.sql import Conn, Row, SqlJobStore, expected_states
 
 CLAIM = """
 UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,

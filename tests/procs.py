@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,39 @@ class Agent(Proc):
              "--state-dir", str(state), "--slots", str(slots), "--poll-interval", str(poll)],
             home / f"agent-{cluster}.log", env_for(home, **env))
         self.state_dir = state
+
+
+@dataclass
+class Stack:
+    """A server (and optionally an agent of cluster ``local``) with their tokens."""
+
+    dsn: str
+    home: Path
+    server: Server
+    admin: str
+    agent_token: str
+    agents: list[Agent] = field(default_factory=list)
+
+    def start_agent(self, **kw: Any) -> Agent:
+        agent = Agent(self.server.url, self.agent_token, self.home, **kw).start()
+        self.agents.append(agent)
+        return agent
+
+
+@contextmanager
+def stack(home: Path, dsn: str | None = None, *, agent: bool = True,
+          **agent_kw: Any) -> Iterator[Stack]:
+    """Start a server on ``dsn`` (default: SQLite under ``home``), tokens, and an agent; kill
+    them all at the end, whatever happened."""
+    dsn = dsn or f"sqlite:///{home / 'bh.db'}"
+    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
+    running = Stack(dsn=dsn, home=home, server=Server(dsn, home).start(), admin=admin,
+                    agent_token=agent_token)
+    try:
+        if agent:
+            running.start_agent(**agent_kw)
+        yield running
+    finally:
+        for a in running.agents:
+            a.kill()
+        running.server.kill()

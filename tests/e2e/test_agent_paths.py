@@ -9,7 +9,7 @@ import pytest
 
 from bridgehead.client import Client
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
-from tests.procs import Agent, Server, eventually, make_token
+from tests.procs import eventually, stack
 
 pytestmark = pytest.mark.slow
 
@@ -19,18 +19,10 @@ def bh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     home = tmp_path_factory.mktemp("paths")
     allowed = home / "work"
     allowed.mkdir()
-    dsn = f"sqlite:///{home / 'bh.db'}"
-    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, home).start()
-    agent = Agent(server.url, agent_token, home,
-                  BRIDGEHEAD_ALLOWED_ROOTS=f'["{allowed}"]').start()
-    try:
-        with Client(server.url, admin) as client:
-            client.allowed = allowed
-            yield client
-    finally:
-        agent.kill()
-        server.kill()
+    with stack(home, BRIDGEHEAD_ALLOWED_ROOTS=f'["{allowed}"]') as s, \
+            Client(s.server.url, s.admin) as client:
+        client.allowed = allowed
+        yield client
 
 
 def run(bh: Client, *argv: str, **kw: object) -> Job:

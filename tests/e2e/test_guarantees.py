@@ -20,7 +20,7 @@ import pytest
 
 from bridgehead.client import Client
 from bridgehead.domain.jobs import JobSpec, JobState
-from tests.procs import Agent, Server, eventually, make_token
+from tests.procs import Server, eventually, make_token, stack
 
 pytestmark = pytest.mark.slow
 
@@ -56,91 +56,67 @@ def states(bh: Client, ids: list[str]) -> dict[str, JobState]:
 
 
 def test_agent_killed_after_submit_is_adopted_and_runs_once(tmp_path: Path) -> None:
-    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
-    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, tmp_path).start()
     counter = tmp_path / "counter"
     slow = "import sys, time; time.sleep(1); open(sys.argv[1], 'a').write('ran\\n')"
-    agents: list[Agent] = []
-    try:
-        doomed = Agent(server.url, agent_token, tmp_path,
-                       BRIDGEHEAD_FAILPOINT="after-backend-submit").start()
-        agents.append(doomed)
-        with Client(server.url, admin) as bh:
-            job = bh.submit(JobSpec(cluster="local", command=(sys.executable, "-c", slow,
-                                                              str(counter))))
-            eventually(lambda: not doomed.alive, 30, what="the agent to kill itself")
-            assert doomed.popen.returncode == -signal.SIGKILL
-            assert bh.get(job.id).state is JobState.SUBMITTING  # nothing reported the native id
-            agents.append(Agent(server.url, agent_token, tmp_path).start())
-            done = bh.wait(job.id, until="terminal", timeout=60)
-        assert done.state is JobState.SUCCEEDED, done
-        assert done.native_id == job.id  # adopted: the local tag is the Bridgehead id
-        assert counter.read_text() == "ran\n"  # the process ran exactly once
-    finally:
-        for agent in agents:
-            agent.kill()
-        server.kill()
+    with stack(tmp_path, BRIDGEHEAD_FAILPOINT="after-backend-submit") as s, \
+            Client(s.server.url, s.admin) as bh:
+        [doomed] = s.agents
+        job = bh.submit(JobSpec(cluster="local", command=(sys.executable, "-c", slow,
+                                                          str(counter))))
+        eventually(lambda: not doomed.alive, 30, what="the agent to kill itself")
+        assert doomed.popen is not None and doomed.popen.returncode == -signal.SIGKILL
+        assert bh.get(job.id).state is JobState.SUBMITTING  # nothing reported the native id
+        s.start_agent()
+        done = bh.wait(job.id, until="terminal", timeout=60)
+    assert done.state is JobState.SUCCEEDED, done
+    assert done.native_id == job.id  # adopted: the local tag is the Bridgehead id
+    assert counter.read_text() == "ran\n"  # the process ran exactly once
 
 
 def test_server_killed_mid_run_loses_nothing_and_runs_nothing_twice(
     dsn: str, tmp_path: Path
 ) -> None:
-    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, tmp_path).start()
-    agent = Agent(server.url, agent_token, tmp_path, slots=8).start()
     counter = tmp_path / "counter"
     spec = JobSpec(cluster="local", command=(sys.executable, "-c", APPEND_ID, str(counter)))
-    try:
-        with Client(server.url, admin, timeout=10) as bh:
-            ids = [j.id for j in bh.submit_many([spec] * 200)]
-            eventually(lambda: sum(runs(counter).values()) >= 40, 120, what="40 jobs to run")
-            server.kill(signal.SIGKILL)
-            time.sleep(1.0)  # the agent keeps going without it
-            server.start()
-            eventually(lambda: all(s.terminal for s in states(bh, ids).values()), 240,
-                       interval=0.5, what="all 200 jobs to end")
-            final = states(bh, ids)
-        assert Counter(final.values()) == Counter({JobState.SUCCEEDED: 200})
-        assert runs(counter) == Counter({i: 1 for i in ids})  # each ran exactly once
-        assert agent.alive
-    finally:
-        agent.kill()
-        server.kill()
+    with stack(tmp_path, dsn, slots=8) as s, Client(s.server.url, s.admin, timeout=10) as bh:
+        ids = [j.id for j in bh.submit_many([spec] * 200)]
+        eventually(lambda: sum(runs(counter).values()) >= 40, 120, what="40 jobs to run")
+        s.server.kill(signal.SIGKILL)
+        time.sleep(1.0)  # the agent keeps going without it
+        s.server.start()
+        eventually(lambda: all(st.terminal for st in states(bh, ids).values()), 240,
+                   interval=0.5, what="all 200 jobs to end")
+        final = states(bh, ids)
+        assert s.agents[0].alive
+    assert Counter(final.values()) == Counter({JobState.SUCCEEDED: 200})
+    assert runs(counter) == Counter({i: 1 for i in ids})  # each ran exactly once
 
 
 def test_server_outage_buffers_reports_and_delivers_them_in_order(tmp_path: Path) -> None:
-    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
-    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, tmp_path).start()
-    agent = Agent(server.url, agent_token, tmp_path).start()
     spec = JobSpec(cluster="local", command=(sys.executable, "-c", ORDERED_OUTPUT, "0.1"))
-    try:
-        with Client(server.url, admin, timeout=10) as bh:
-            ids = [j.id for j in bh.submit_many([spec] * 3)]
-            eventually(lambda: all(s is JobState.RUNNING for s in states(bh, ids).values()),
-                       30, what="the jobs to run")
-            server.kill(signal.SIGKILL)
-            results = [agent.state_dir / "local" / "jobs" / i / "result.json" for i in ids]
-            eventually(lambda: all(r.exists() for r in results), 30,
-                       what="the jobs to finish during the outage")
-            assert agent.alive
-            server.start()
-            done = [bh.wait(i, until="terminal", timeout=60) for i in ids]
-            assert [j.state for j in done] == [JobState.SUCCEEDED] * 3
-            expected = "".join(f"line {i}\n" for i in range(20)).encode()
-            for job_id in ids:
-                data, _, _ = bh.read_logs(job_id)
-                assert data == expected
-            page = bh.events(after=0, limit=1000)
-            events = [e for e in page["events"] if e["data"].get("job_id") in ids]
+    with stack(tmp_path) as s, Client(s.server.url, s.admin, timeout=10) as bh:
+        [agent] = s.agents
+        ids = [j.id for j in bh.submit_many([spec] * 3)]
+        eventually(lambda: all(st is JobState.RUNNING for st in states(bh, ids).values()),
+                   30, what="the jobs to run")
+        s.server.kill(signal.SIGKILL)
+        results = [agent.state_dir / "local" / "jobs" / i / "result.json" for i in ids]
+        eventually(lambda: all(r.exists() for r in results), 30,
+                   what="the jobs to finish during the outage")
+        assert agent.alive
+        s.server.start()
+        done = [bh.wait(i, until="terminal", timeout=60) for i in ids]
+        assert [j.state for j in done] == [JobState.SUCCEEDED] * 3
+        expected = "".join(f"line {i}\n" for i in range(20)).encode()
         for job_id in ids:
-            kinds = [e["type"].rsplit(".", 1)[1] for e in events if e["data"]["job_id"] == job_id]
-            assert kinds == ["queued", "claimed", "submitting", "submitted", "started",
-                             "finished"], kinds
-    finally:
-        agent.kill()
-        server.kill()
+            data, _, _ = bh.read_logs(job_id)
+            assert data == expected
+        page = bh.events(after=0, limit=1000)
+        events = [e for e in page["events"] if e["data"].get("job_id") in ids]
+    for job_id in ids:
+        kinds = [e["type"].rsplit(".", 1)[1] for e in events if e["data"]["job_id"] == job_id]
+        assert kinds == ["queued", "claimed", "submitting", "submitted", "started",
+                         "finished"], kinds
 
 
 @pytest.mark.postgres

@@ -12,19 +12,14 @@ import pytest
 
 from bridgehead.client import Client
 from bridgehead.domain.jobs import JobSpec, JobState
-from tests.procs import Agent, Server, eventually, make_token
+from tests.procs import eventually, stack
 
 pytestmark = pytest.mark.slow
 
 
 def test_an_abandoned_claim_long_poll_claims_nothing(tmp_path: Path) -> None:
-    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
-    admin, agent = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, tmp_path).start()
-    try:
-        asyncio.run(abandon_then_submit(server.url, admin, agent))
-    finally:
-        server.kill()
+    with stack(tmp_path, agent=False) as s:
+        asyncio.run(abandon_then_submit(s.server.url, s.admin, s.agent_token))
 
 
 async def abandon_then_submit(url: str, admin: str, agent: str) -> None:
@@ -48,12 +43,9 @@ async def abandon_then_submit(url: str, admin: str, agent: str) -> None:
 
 
 def test_events_stream_as_server_sent_events_from_a_cursor(tmp_path: Path) -> None:
-    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
-    admin = make_token(dsn, "admin")
-    server = Server(dsn, tmp_path).start()
-    headers = {"Authorization": f"Bearer {admin}"}
-    try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+    with stack(tmp_path, agent=False) as s:
+        headers = {"Authorization": f"Bearer {s.admin}"}
+        with httpx.Client(base_url=s.server.url, headers=headers, timeout=10) as http:
             first = http.post("/v1/jobs", json={"cluster": "local", "command": ["true"]})
             second = http.post("/v1/jobs", json={"cluster": "local", "command": ["true"]})
             cursor = http.get("/v1/events").json()["events"][0]["seq"]
@@ -71,24 +63,15 @@ def test_events_stream_as_server_sent_events_from_a_cursor(tmp_path: Path) -> No
         assert frames[0]["type"] == "bridgehead.job.queued" and frames[0]["seq"] > cursor
         assert frames[1]["data"]["state"] == "cancelled"  # pushed as it happened
         assert first.json()["job"]["id"] not in {f["data"]["job_id"] for f in frames}
-    finally:
-        server.kill()
 
 
 def test_agent_stops_gracefully_on_sigterm_and_its_job_survives(tmp_path: Path) -> None:
-    dsn = f"sqlite:///{tmp_path / 'bh.db'}"
-    admin, agent_token = make_token(dsn, "admin"), make_token(dsn, "agent", "local")
-    server = Server(dsn, tmp_path).start()
-    agent = Agent(server.url, agent_token, tmp_path).start()
-    try:
-        with Client(server.url, admin) as bh:
-            job = bh.submit(JobSpec(cluster="local", command=("sleep", "2")))
-            eventually(lambda: bh.get(job.id).state is JobState.RUNNING, 30, what="running")
-            assert agent.kill(signal.SIGTERM) == 0  # a clean exit
-            assert "Traceback" not in agent.output()
-            agent = Agent(server.url, agent_token, tmp_path).start()
-            done = bh.wait(job.id, until="terminal", timeout=30)
-        assert done.state is JobState.SUCCEEDED and done.attempt == 1
-    finally:
-        agent.kill()
-        server.kill()
+    with stack(tmp_path) as s, Client(s.server.url, s.admin) as bh:
+        [agent] = s.agents
+        job = bh.submit(JobSpec(cluster="local", command=("sleep", "2")))
+        eventually(lambda: bh.get(job.id).state is JobState.RUNNING, 30, what="running")
+        assert agent.kill(signal.SIGTERM) == 0  # a clean exit
+        assert "Traceback" not in agent.output()
+        s.start_agent()
+        done = bh.wait(job.id, until="terminal", timeout=30)
+    assert done.state is JobState.SUCCEEDED and done.attempt == 1

@@ -22,7 +22,7 @@ from typing import Any
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_postgres_migrations
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.sql import Conn, Row, SqlJobStore, expected_states
+from bridgehead.store.sql import Conn, Row, SqlJobStore, Tx, expected_states
 
 try:
     import asyncpg
@@ -91,15 +91,6 @@ class _PgConn:
             await self._conn.executemany(text, [tuple(r[n] for n in names) for r in rows])
 
 
-class _Tx:
-    def __init__(self, conn: _PgConn) -> None:
-        self.conn = conn
-        self.keys: set[str] = set()
-
-    def notify(self, *keys: str) -> None:
-        self.keys.update(keys)
-
-
 class PostgresJobStore(SqlJobStore):
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         super().__init__()
@@ -160,10 +151,10 @@ class PostgresJobStore(SqlJobStore):
         self.hub.publish(payload.split(" "))
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Tx]:
+    async def _write(self) -> AsyncIterator[Tx]:
         try:
             async with self._pool.acquire() as raw, raw.transaction():
-                tx = _Tx(_PgConn(raw))
+                tx = Tx(_PgConn(raw))
                 yield tx
                 for payload in _payloads(tx.keys):
                     await raw.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)

@@ -57,6 +57,17 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+class Tx:
+    """A write transaction's connection and the change keys to publish once it commits."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.keys: set[str] = set()
+
+    def notify(self, *keys: str) -> None:
+        self.keys.update(keys)
+
+
 def job_from_row(row: Row) -> Job:
     usage = _loads(row["usage"])
     return Job(

@@ -19,7 +19,7 @@ import aiosqlite
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_sqlite_migrations
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.sql import Conn, Row, SqlJobStore, expected_states
+from bridgehead.store.sql import Conn, Row, SqlJobStore, Tx, expected_states
 
 CLAIM = """
 UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,
@@ -59,15 +59,6 @@ class _SqliteConn:
             await self._db.executemany(sql, rows)
 
 
-class _Tx:
-    def __init__(self, conn: _SqliteConn) -> None:
-        self.conn = conn
-        self.keys: set[str] = set()
-
-    def notify(self, *keys: str) -> None:
-        self.keys.update(keys)
-
-
 class SqliteJobStore(SqlJobStore):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -99,8 +90,8 @@ class SqliteJobStore(SqlJobStore):
         return self._db
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Tx]:
-        tx = _Tx(_SqliteConn(self._conn()))
+    async def _write(self) -> AsyncIterator[Tx]:
+        tx = Tx(_SqliteConn(self._conn()))
         async with self._lock:
             db = self._conn()
             try:

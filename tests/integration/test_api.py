@@ -13,7 +13,7 @@ import pytest
 from bridgehead.config import ServerSettings
 from bridgehead.domain.clusters import Role
 from bridgehead.server.app import create_app
-from bridgehead.store import JobStore, create_store
+from bridgehead.store import JobFilter, JobStore, create_store
 
 JOB = {"cluster": "c1", "command": ["/bin/echo", "hi"]}
 
@@ -129,13 +129,7 @@ async def test_bad_submissions_get_a_clear_4xx(api: Api, body: bytes, status: in
                             content=body)
     assert r.status_code == status, r.text
     assert words.lower() in r.json()["detail"].lower()
-    assert (await api.store.list_jobs(filter_all())) == []  # nothing half-stored
-
-
-def filter_all():
-    from bridgehead.store import JobFilter
-
-    return JobFilter()
+    assert (await api.store.list_jobs(JobFilter())) == []  # nothing half-stored
 
 
 async def test_oversized_body_is_refused_with_413(api: Api) -> None:

@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bridgehead.agent.outbox import Outbox
 from bridgehead.backends.base import STREAMS, Backend, NativeStatus
@@ -51,7 +51,8 @@ class Tracked:
     state: JobState = JobState.SUBMITTED
     missing_since: float | None = None
     cancel_sent: bool = False
-    pending: list[Transition] = field(default_factory=list)
+    offsets: dict[str, int] | None = None
+    """Log bytes already recorded per stream; loaded from the outbox once, then kept here."""
 
 
 class Agent:
@@ -266,6 +267,10 @@ class Agent:
                     reason=status.reason, usage=status.usage, at=now))
                 t.state = status.state
         self.outbox.put(transitions=transitions, logs=chunks)  # logs first, then states
+        for chunk in chunks:  # only once the outbox has them
+            offsets = self.tracked[chunk.job_id].offsets
+            assert offsets is not None
+            offsets[chunk.stream] = chunk.pos + len(chunk.data)
         self._wake_flush.set()
         for t in list(self.tracked.values()):
             if t.state.terminal:
@@ -273,9 +278,11 @@ class Agent:
                 self.outbox.forget_offsets(t.job.id)
 
     async def _read_logs(self, t: Tracked) -> list[LogChunk]:
+        if t.offsets is None:
+            t.offsets = {s: self.outbox.offset(t.job.id, s) for s in STREAMS}
         chunks = []
         for stream in STREAMS:
-            pos = self.outbox.offset(t.job.id, stream)
+            pos = t.offsets[stream]
             while True:
                 data = await self.backend.read_log(t.native_id or "", stream, pos,
                                                    self.settings.log_chunk_bytes)

@@ -26,7 +26,7 @@ from bridgehead.config import (
 )
 from bridgehead.domain.clusters import Role
 from bridgehead.errors import AuthError, ConfigError
-from bridgehead.store import ChangeHub, create_store
+from bridgehead.store import ChangeHub, JobStore, create_store
 
 logger = logging.getLogger(__name__)
 
@@ -110,29 +110,31 @@ async def bootstrap_tokens(dsn: str, url: str) -> tuple[str, str]:
     store still knows it, else make one and save it with the URL in client.toml."""
     store = create_store(dsn)
     await store.open()
+    agent_file = home() / "agent.token"
     try:
-        admin = read_client_file().get("token")
-        try:
-            if not admin:
-                raise AuthError()
-            await store.authenticate(admin)
-        except AuthError:
-            _, admin = await store.create_token(name="up-admin", role=Role.ADMIN, cluster=None,
-                                                tenant=None)
-        agent_file = home() / "agent.token"
-        agent = agent_file.read_text().strip() if agent_file.is_file() else ""
-        try:
-            if not agent:
-                raise AuthError()
-            await store.authenticate(agent)
-        except AuthError:
-            _, agent = await store.create_token(name="up-agent", role=Role.AGENT,
-                                                cluster="local", tenant=None)
-            _write_secret(agent_file, agent)
+        saved_agent = agent_file.read_text().strip() if agent_file.is_file() else None
+        admin = await _known_or_new(store, read_client_file().get("token"), "up-admin",
+                                    Role.ADMIN, None)
+        agent = await _known_or_new(store, saved_agent, "up-agent", Role.AGENT, "local")
     finally:
         await store.close()
+    if agent != saved_agent:
+        _write_secret(agent_file, agent)
     write_client_file(url, admin)
     return admin, agent
+
+
+async def _known_or_new(store: JobStore, secret: str | None, name: str, role: Role,
+                        cluster: str | None) -> str:
+    """``secret`` if the store still knows it, else a new token's secret."""
+    if secret:
+        try:
+            await store.authenticate(secret)
+            return secret
+        except AuthError:
+            pass
+    _, secret = await store.create_token(name=name, role=role, cluster=cluster, tenant=None)
+    return secret
 
 
 def _write_secret(path: Path, secret: str) -> None:

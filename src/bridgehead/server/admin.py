@@ -12,15 +12,11 @@ from fastapi.responses import StreamingResponse
 
 from bridgehead.domain.events import Event
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
+from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import ClusterOut, EventIn, EventPage, TokenIn, TokenOut
-from bridgehead.store import JobStore
 
 router = APIRouter(prefix="/v1")
 KEEPALIVE_S = 15.0
-
-
-def _store(request: Request) -> JobStore:
-    return request.app.state.store
 
 
 @router.get("/clusters", response_model=list[ClusterOut], tags=["clusters"])
@@ -28,7 +24,7 @@ async def clusters(request: Request, _p: Authed) -> list[ClusterOut]:
     """Every cluster that ever sent a heartbeat: online, queue depth and running counts."""
     ttl = request.app.state.settings.cluster_ttl_s
     now = time.time()
-    return [ClusterOut.of(s, now, ttl) for s in await _store(request).clusters()]
+    return [ClusterOut.of(s, now, ttl) for s in await store_of(request).clusters()]
 
 
 @router.get("/events", response_model=EventPage, tags=["events"])
@@ -40,7 +36,7 @@ async def events(
     wait: Annotated[float, Query(ge=0)] = 0.0,
 ) -> EventPage:
     """Events after the cursor ``after`` (a ``seq``); with ``wait``, long-poll for new ones."""
-    store = _store(request)
+    store = store_of(request)
     deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
     async with store.hub.watch("events") as changed:
         found = await store.events(after=after, limit=limit)
@@ -59,7 +55,7 @@ async def event_stream(
 ) -> StreamingResponse:
     """Server-sent events from the cursor ``after``; each event's ``id:`` is its ``seq``
     (reconnect with ``Last-Event-ID`` or ``after``)."""
-    store = _store(request)
+    store = store_of(request)
     last = request.headers.get("last-event-id")
     cursor = int(last) if last and last.isdigit() else after
 
@@ -82,7 +78,7 @@ async def event_stream(
 @router.post("/events", status_code=201, tags=["events"])
 async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> dict[str, object]:
     """Append an external event (e.g. ``file.created``) to the log."""
-    [event] = await _store(request).append_events(
+    [event] = await store_of(request).append_events(
         [Event(type=body.type, subject=body.subject, source=body.source, data=body.data)]
     )
     return event.to_cloudevent()
@@ -91,7 +87,7 @@ async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> dict
 @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])
 async def create_token(body: TokenIn, request: Request, _p: Admin) -> TokenOut:
     """Create a token; the secret is in this answer only."""
-    principal, secret = await _store(request).create_token(
+    principal, secret = await store_of(request).create_token(
         name=body.name, role=body.role, cluster=body.cluster, tenant=body.tenant
     )
     return TokenOut.of(principal, secret)
@@ -99,9 +95,9 @@ async def create_token(body: TokenIn, request: Request, _p: Admin) -> TokenOut:
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
 async def list_tokens(request: Request, _p: Admin) -> list[TokenOut]:
-    return [TokenOut.of(p) for p in await _store(request).list_tokens()]
+    return [TokenOut.of(p) for p in await store_of(request).list_tokens()]
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
 async def revoke_token(token_id: str, request: Request, _p: Admin) -> None:
-    await _store(request).revoke_token(token_id)
+    await store_of(request).revoke_token(token_id)

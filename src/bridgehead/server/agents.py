@@ -14,6 +14,7 @@ from bridgehead.domain.clusters import Principal
 from bridgehead.domain.jobs import Job
 from bridgehead.errors import Forbidden
 from bridgehead.server.auth import AgentOrAdmin
+from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
     AgentIn,
     ClaimIn,
@@ -24,7 +25,6 @@ from bridgehead.server.schemas import (
     ReportOut,
     json_response,
 )
-from bridgehead.store import JobStore
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
@@ -34,17 +34,13 @@ def _authorize(p: Principal, cluster: str) -> None:
         raise Forbidden(f"this token may not serve cluster {cluster!r}")
 
 
-def _store(request: Request) -> JobStore:
-    return request.app.state.store
-
-
 @router.post("/claim", response_model=ClaimOut)
 async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
     """Lease up to ``max_jobs`` queued jobs. With ``wait_s``, wait for work (or for a cancel
     request not in ``cancelling``) up to that long before answering empty."""
     _authorize(p, body.cluster)
     state = request.app.state
-    store = _store(request)
+    store = store_of(request)
     deadline = time.monotonic() + min(body.wait_s, state.settings.max_wait_s)
     cancelling = set(body.cancelling)
     jobs: list[Job] = []
@@ -69,7 +65,7 @@ async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
     """Take over this cluster's in-flight jobs held by this agent id (a restart) or whose
     agent's lease expired (a takeover); the agent reconciles them with its scheduler."""
     _authorize(p, body.cluster)
-    store = _store(request)
+    store = store_of(request)
     lease_s = request.app.state.settings.lease_s
     jobs = await store.adopt(body.cluster, body.agent_id, lease_s=lease_s)
     cancel = [j.id for j in jobs if j.cancel_requested]
@@ -81,7 +77,7 @@ async def report(body: ReportIn, request: Request, p: AgentOrAdmin) -> ReportOut
     """Apply state reports (each a compare-and-set: stale or duplicate ones are ignored and
     answered ``false``) and store log chunks (idempotent by position)."""
     _authorize(p, body.cluster)
-    store = _store(request)
+    store = store_of(request)
     ids = {t.job_id for t in body.transitions} | {c.job_id for c in body.logs}
     if ids:
         foreign = {i for i, c in (await store.clusters_of(list(ids))).items() if c != body.cluster}
@@ -99,7 +95,7 @@ async def report(body: ReportIn, request: Request, p: AgentOrAdmin) -> ReportOut
 async def heartbeat(body: HeartbeatIn, request: Request, p: AgentOrAdmin) -> dict[str, object]:
     """Mark the cluster online and renew the leases of this agent's jobs."""
     _authorize(p, body.cluster)
-    await _store(request).heartbeat(
+    await store_of(request).heartbeat(
         body.cluster, body.agent_id, backend=body.backend, labels=body.labels,
         info=body.info, lease_s=request.app.state.settings.lease_s,
     )

@@ -11,6 +11,7 @@ from bridgehead.domain.clusters import Principal
 from bridgehead.domain.jobs import Job, JobSpec, JobState
 from bridgehead.errors import Forbidden, InvalidSpec, NotFound
 from bridgehead.server.auth import Authed, ClientOrAdmin
+from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
     JobBatchIn,
     JobIn,
@@ -19,14 +20,10 @@ from bridgehead.server.schemas import (
     SubmitOut,
     json_response,
 )
-from bridgehead.store import JobFilter, JobStore
+from bridgehead.store import JobFilter
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_LOG_READ = 4 << 20
-
-
-def _store(request: Request) -> JobStore:
-    return request.app.state.store
 
 
 def _check_tenant(p: Principal, spec: JobSpec) -> None:
@@ -35,7 +32,7 @@ def _check_tenant(p: Principal, spec: JobSpec) -> None:
 
 
 async def _visible_job(request: Request, p: Principal, job_id: str) -> Job:
-    job = await _store(request).get(job_id)
+    job = await store_of(request).get(job_id)
     if not (p.may_see_tenant(job.spec.tenant) or p.may_serve(job.cluster)):
         raise NotFound(f"job {job_id} not found")  # do not reveal other tenants' ids
     return job
@@ -45,7 +42,7 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
     specs = [item.to_spec() for item in items]
     for spec in specs:
         _check_tenant(p, spec)
-    results = await _store(request).submit(specs)
+    results = await store_of(request).submit(specs)
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
     return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]
 
@@ -92,7 +89,7 @@ async def list_jobs(
         cluster = p.cluster
     flt = JobFilter(cluster=cluster, states=tuple(state or ()), tenant=tenant,
                     labels=tuple(labels))
-    jobs = await _store(request).list_jobs(flt, limit=limit, after=after)
+    jobs = await store_of(request).list_jobs(flt, limit=limit, after=after)
     return json_response(JobPage.model_construct(
         jobs=[JobOut.of(j) for j in jobs], next=jobs[-1].id if len(jobs) == limit else None))
 
@@ -106,7 +103,7 @@ async def get_job(job_id: str, request: Request, p: Authed) -> JobOut:
 async def cancel(job_id: str, request: Request, p: ClientOrAdmin) -> JobOut:
     """Cancel: a queued job at once; a running one through its agent. Terminal: unchanged."""
     await _visible_job(request, p, job_id)
-    return JobOut.of(await _store(request).request_cancel(job_id))
+    return JobOut.of(await store_of(request).request_cancel(job_id))
 
 
 @router.get("/{job_id}/wait", response_model=JobOut)
@@ -120,7 +117,7 @@ async def wait(
 ) -> JobOut:
     """Long-poll: answer as soon as the job's version passes ``after_version`` (default: its
     version now) or, with ``until=terminal``, it ends; else after ``timeout`` seconds."""
-    store = _store(request)
+    store = store_of(request)
     deadline = time.monotonic() + min(timeout, request.app.state.settings.max_wait_s)
     async with store.hub.watch(f"job:{job_id}") as changed:
         job = await _visible_job(request, p, job_id)
@@ -150,7 +147,7 @@ async def logs(
 ) -> Response:
     """Log bytes from ``offset``. With ``wait`` > 0 and nothing new yet, wait for more (or
     for the job's end) up to ``wait`` seconds: a follower loops on X-Next-Offset."""
-    store = _store(request)
+    store = store_of(request)
     deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
     async with store.hub.watch(f"logs:{job_id}", f"job:{job_id}") as changed:
         job = await _visible_job(request, p, job_id)

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from bridgehead.domain.clusters import Cluster, Principal, Role
@@ -147,12 +147,8 @@ def _job_event_rows(jobs: Sequence[Job], now: float) -> list[dict[str, Any]]:
             job.id, job.cluster, job.state, exit_code=job.exit_code, reason=job.reason,
             native_id=job.native_id, attempt=job.attempt,
         )
-        rows.append(event_row(Event(**{**_event_fields(event), "time": now})))
+        rows.append(event_row(replace(event, time=now)))
     return rows
-
-
-def _event_fields(event: Event) -> dict[str, Any]:
-    return {f: getattr(event, f) for f in ("id", "type", "source", "subject", "data")}
 
 
 class SqlJobStore(abc.ABC):
@@ -411,10 +407,9 @@ class SqlJobStore(abc.ABC):
         out = []
         async with self._write() as tx:
             for event in events:
-                row = event_row(Event(**{**_event_fields(event), "time": event.time or now}))
+                row = event_row(replace(event, time=event.time or now))
                 found = await tx.conn.fetch(q.INSERT_EVENT + " RETURNING seq, time", row)
-                out.append(Event(**{**_event_fields(event), "time": found[0]["time"],
-                                    "seq": found[0]["seq"]}))
+                out.append(replace(event, time=found[0]["time"], seq=found[0]["seq"]))
             tx.notify("events")
         return out
 

@@ -101,11 +101,13 @@ class Server(Proc):
 
 class Agent(Proc):
     def __init__(self, url: str, token: str, home: Path, *, cluster: str = "local",
-                 slots: int = 4, poll: float = 0.2, **env: str) -> None:
+                 slots: int = 4, poll: float = 0.2, args: tuple[str, ...] = (),
+                 **env: str) -> None:
         state = home / f"agent-{cluster}"
         super().__init__(
             ["agent", "--cluster", cluster, "--server", url, "--token", token,
-             "--state-dir", str(state), "--slots", str(slots), "--poll-interval", str(poll)],
+             "--state-dir", str(state), "--slots", str(slots), "--poll-interval", str(poll),
+             *args],
             home / f"agent-{cluster}.log", env_for(home, **env))
         self.state_dir = state
 
@@ -122,7 +124,9 @@ class Stack:
     agents: list[Agent] = field(default_factory=list)
 
     def start_agent(self, **kw: Any) -> Agent:
-        agent = Agent(self.server.url, self.agent_token, self.home, **kw).start()
+        cluster = kw.get("cluster", "local")
+        token = self.agent_token if cluster == "local" else make_token(self.dsn, "agent", cluster)
+        agent = Agent(self.server.url, token, self.home, **kw).start()
         self.agents.append(agent)
         return agent
 

@@ -8,6 +8,7 @@ variables, the ``[server]`` / ``[agent]`` / ``[client]`` table of ``$BRIDGEHEAD_
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridgehead.errors import ConfigError
@@ -81,7 +82,8 @@ class _TomlTable(PydanticBaseSettingsSource):
 
 class _Settings(BaseSettings):
     _table: ClassVar[str]
-    model_config = SettingsConfigDict(env_prefix="BRIDGEHEAD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BRIDGEHEAD_", extra="ignore",
+                                      env_nested_delimiter="__")
 
     @classmethod
     def settings_customise_sources(
@@ -121,12 +123,42 @@ class ServerSettings(_Settings):
         return StoreDsn.parse(self.store)
 
 
+class SlurmSettings(BaseModel):
+    """``[agent.slurm]`` in config.toml, or ``BRIDGEHEAD_SLURM__<NAME>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    conf: Path | None = None
+    """The cluster's slurm.conf (exported as SLURM_CONF to every Slurm command)."""
+    bin_dir: Path | None = None
+    """Where sbatch, squeue, sacct, scancel and scontrol are (default: PATH)."""
+    job_root: Path | None = None
+    """A directory on the file system the head node shares with the compute nodes: each job's
+    stdout/stderr go there and it is the default working dir (default: state_dir/slurm)."""
+    max_cores: int | None = Field(default=None, ge=1)
+    """Cluster-wide cap on one job's cores; a job's own ``max_cores`` may lower it."""
+    max_nodes: int | None = Field(default=None, ge=1)
+    command_timeout_s: float = Field(default=30.0, gt=0)
+    accounting_grace_s: float = Field(default=60.0, gt=0)
+    """How long a job that left the queue may stay missing from sacct (accounting lags)."""
+    find_window_days: int = Field(default=14, ge=1)
+    """How far back reconciliation looks in sacct for a job's tag."""
+    rest_url: str | None = None
+    """slurmrestd base URL: ``http://host:port`` (JWT) or ``unix:///path/to/socket``."""
+    rest_user: str | None = None
+    """The user the JWT speaks for (default: the agent's user)."""
+    rest_token: SecretStr | None = None
+    """A JWT; without one the agent makes its own with ``scontrol token`` and renews it."""
+    rest_token_lifespan_s: int = Field(default=3600, ge=60)
+    rest_version: str | None = None
+    """OpenAPI version to speak (e.g. v0.0.38); default: the newest both sides know."""
+
+
 class AgentSettings(_Settings):
     _table = "agent"
     cluster: str = "local"
     server: str = "http://127.0.0.1:8765"
     token: str | None = None
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "slurm_cli", "slurm_rest"] = "local"
     state_dir: Path = Field(default_factory=lambda: home() / "agent")
     slots: int | None = Field(default=None, ge=1)
     allowed_roots: list[Path] = Field(default_factory=list)
@@ -137,6 +169,10 @@ class AgentSettings(_Settings):
     labels: dict[str, str] = Field(default_factory=dict)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    wake_dir: Path | None = None
+    """Bind the wake socket in this directory (named after the agent) instead of the state
+    dir: where a scheduler hook (``bridgehead slurm-event --wake-dir``) looks for agents."""
     failpoint: str = ""
     """Crash testing only (BRIDGEHEAD_FAILPOINT): ``after-backend-submit`` makes the agent
     SIGKILL itself right after the scheduler took a job, before its native id is recorded."""
@@ -144,6 +180,9 @@ class AgentSettings(_Settings):
     @property
     def wake_socket(self) -> Path:
         """Where job supervisors and scheduler hooks wake this agent (``bridgehead.wake``)."""
+        if self.wake_dir is not None:  # one name per state dir: stable across restarts
+            digest = hashlib.sha1(os.fsencode(self.state_dir.absolute())).hexdigest()[:12]
+            return self.wake_dir / f"{self.cluster}-{digest}.sock"
         return self.state_dir / "wake.sock"
 
 

@@ -217,3 +217,24 @@ async def test_a_tenant_token_sees_and_submits_only_its_tenant(api: Api) -> None
     assert (await api.http.post(f"/v1/jobs/{other}/cancel", headers=t1)).status_code == 404
     listed = (await api.http.get("/v1/jobs", headers=t1)).json()["jobs"]
     assert [j["tenant"] for j in listed] == ["t1"]
+
+
+async def test_jobs_routed_by_labels_go_to_the_least_busy_matching_cluster(api: Api) -> None:
+    for cluster, headers, labels in (("c1", api.agent_c1, {"site": "onprem", "gpu": "a100"}),
+                                     ("c2", api.agent_c2, {"site": "onprem"})):
+        r = await api.http.post("/v1/agent/heartbeat", headers=headers, json={
+            "cluster": cluster, "agent_id": f"a-{cluster}", "backend": "slurm_cli",
+            "labels": labels})
+        assert r.status_code in (200, 204), r.text
+    await api.http.post("/v1/jobs", headers=api.client, json=JOB)  # c1 now has a queued job
+    routed = {"command": ["true"], "cluster_labels": {"site": "onprem"}}
+    r = await api.http.post("/v1/jobs", headers=api.client, json=routed)
+    assert r.status_code == 201 and r.json()["job"]["cluster"] == "c2"
+    r = await api.http.post("/v1/jobs", headers=api.client,
+                            json={**routed, "cluster_labels": {"gpu": "a100"}})
+    assert r.json()["job"]["cluster"] == "c1"
+    r = await api.http.post("/v1/jobs", headers=api.client,
+                            json={**routed, "cluster_labels": {"site": "mars"}})
+    assert r.status_code == 400 and "no cluster has the labels site=mars" in r.json()["detail"]
+    r = await api.http.post("/v1/jobs", headers=api.client, json={"command": ["true"]})
+    assert r.status_code == 400 and "cluster_labels" in r.json()["detail"]

@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridgehead.agent.outbox import Outbox
 from bridgehead.backends.base import STREAMS, Backend, NativeStatus
@@ -42,6 +42,9 @@ from bridgehead.store.base import LogChunk
 from bridgehead.wake import WakeListener
 
 logger = logging.getLogger(__name__)
+
+SETTLE_POLL_S = 0.2
+"""Poll interval while a job is settling (e.g. Slurm's COMPLETING, or accounting lagging)."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class Agent:
         self.agent_id = self.outbox.meta("agent_id", default_id)
         self.tracked: dict[str, Tracked] = {}
         self._to_submit: dict[str, Job] = {}
+        self._uncertain: set[str] = set()
+        """Jobs whose last submit failed as "unavailable": look the tag up before retrying."""
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
         self._wake_flush = asyncio.Event()
@@ -84,6 +89,7 @@ class Agent:
         logger.info("agent %s serving cluster %s via %s", self.agent_id, self.settings.cluster,
                     self.settings.server)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.wake_socket.parent.mkdir(parents=True, exist_ok=True)
         wake = WakeListener(self.settings.wake_socket, lambda _msg: self._wake_poll.set())
         wake.open()
         await self._until_server(self._flush_all)
@@ -140,7 +146,8 @@ class Agent:
                 cancelling = [i for i, t in self.tracked.items() if t.cancel_sent]
                 jobs, cancel = await self.client.claim(
                     self.settings.cluster, self.agent_id, max_jobs=room,
-                    wait_s=20.0 if room else self.settings.poll_interval_s,
+                    wait_s=(2.0 if self._to_submit  # jobs wait for the scheduler to return
+                            else 20.0 if room else self.settings.poll_interval_s),
                     cancelling=cancelling)
                 delay = 0.2
             except (ServerUnavailable, AuthError) as exc:
@@ -175,14 +182,23 @@ class Agent:
                 # an earlier try of this report landed and only its answer was lost
                 if await self._adopt_by_tag(current):
                     return
+            self._to_submit[job.id] = job = replace(job, state=JobState.SUBMITTING)
+        elif job.id in self._uncertain and await self._adopt_by_tag(job):
+            self._uncertain.discard(job.id)
+            return
         try:
             native_id = await self.backend.submit(job.id, job.spec)
+        except BackendUnavailable:
+            # a submit that timed out may have reached the scheduler: the tag decides next time
+            self._uncertain.add(job.id)
+            raise
         except (SubmitRejected, InvalidSpec) as exc:
             logger.warning("scheduler refused job %s: %s", job.id, exc)
             self._record(Transition(job_id=job.id, state=JobState.FAILED, reason=exc.message))
             return
         if self._failpoint == "after-backend-submit":
             os.kill(os.getpid(), signal.SIGKILL)
+        self._uncertain.discard(job.id)
         self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=native_id))
         self.tracked[job.id] = Tracked(job=job, native_id=native_id)
         self._wake_poll.set()
@@ -234,8 +250,10 @@ class Agent:
         last_adopt = time.monotonic()
         while True:
             self._wake_poll.clear()  # before polling: a wake-up during the poll is kept
+            interval = self.settings.poll_interval_s
             try:
-                await self.poll_once()
+                if await self.poll_once():
+                    interval = min(interval, SETTLE_POLL_S)
             except BackendUnavailable as exc:
                 logger.warning("scheduler unavailable: %s", exc)
             if time.monotonic() - last_adopt > self.settings.heartbeat_s * 6:
@@ -243,11 +261,14 @@ class Agent:
                     await self._adopt()
                     last_adopt = time.monotonic()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake_poll.wait(), self.settings.poll_interval_s)
+                await asyncio.wait_for(self._wake_poll.wait(), interval)
 
-    async def poll_once(self) -> None:
+    async def poll_once(self) -> bool:
+        """One batched poll; True if a job is settling (the scheduler is about to move it on:
+        the next poll comes sooner)."""
         natives = {t.native_id: t for t in self.tracked.values() if t.native_id}
         statuses = await self.backend.poll(list(natives))
+        settling = any(s.settling for s in statuses.values())
         now = time.time()
         transitions: list[Transition] = []
         chunks: list[LogChunk] = []
@@ -276,6 +297,7 @@ class Agent:
             if t.state.terminal:
                 self.tracked.pop(t.job.id)
                 self.outbox.forget_offsets(t.job.id)
+        return settling
 
     async def _read_logs(self, t: Tracked) -> list[LogChunk]:
         if t.offsets is None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
+from bridgehead.errors import SubmitRejected
 
 STREAMS = ("stdout", "stderr")
 
@@ -31,6 +33,9 @@ class NativeStatus:
     exit_code: int | None = None
     reason: str | None = None
     usage: Usage | None = None
+    settling: bool = False
+    """The scheduler is about to move this job on (e.g. Slurm's COMPLETING): poll again soon
+    rather than at the agent's interval."""
 
 
 @runtime_checkable
@@ -63,3 +68,25 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def confine_working_dir(working_dir: str, roots: Sequence[Path]) -> str:
+    """``working_dir`` resolved (symlinks followed), if it is an existing directory under one
+    of ``roots`` (any directory when ``roots`` is empty); else SubmitRejected."""
+    path = Path(working_dir).resolve()
+    if not path.is_dir():
+        raise SubmitRejected(f"working_dir {working_dir} does not exist or is not a directory")
+    if roots and not any(path.is_relative_to(Path(root).resolve()) for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise SubmitRejected(f"working_dir {working_dir} is outside the allowed roots ({allowed})")
+    return str(path)
+
+
+def read_file_range(path: Path, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``path`` from ``offset``; nothing if it does not exist yet."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return file.read(limit)
+    except FileNotFoundError:
+        return b""

@@ -38,7 +38,12 @@ from typing import Any, TypeVar
 
 import bridgehead
 from bridgehead.backends import local_runner as runner
-from bridgehead.backends.base import STREAMS, NativeStatus
+from bridgehead.backends.base import (
+    STREAMS,
+    NativeStatus,
+    confine_working_dir,
+    read_file_range,
+)
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
 from bridgehead.errors import (
     BackendError,
@@ -156,7 +161,7 @@ class LocalBackend:
             raise InvalidSpec(f"log stream must be one of {', '.join(STREAMS)}, not {stream!r}")
         if offset < 0 or limit < 0:
             raise InvalidSpec("log offset and limit must be >= 0")
-        return await self._io(_read_bytes, job.file(stream), offset, limit)
+        return await self._io(read_file_range, job.file(stream), offset, limit)
 
     def free_slots(self) -> int | None:
         """Free cores minus the cores of pending jobs. Known after each poll; the first call
@@ -219,16 +224,7 @@ class LocalBackend:
     def _check_working_dir(self, working_dir: str | None) -> str | None:
         if working_dir is None:
             return None
-        path = Path(working_dir).resolve()
-        if not path.is_dir():
-            raise SubmitRejected(f"working_dir {working_dir} does not exist or is not a directory")
-        roots = self._settings.allowed_roots
-        if roots and not any(path.is_relative_to(root.resolve()) for root in roots):
-            allowed = ", ".join(str(root) for root in roots)
-            raise SubmitRejected(
-                f"working_dir {working_dir} is outside the allowed roots ({allowed})"
-            )
-        return str(path)
+        return confine_working_dir(working_dir, self._settings.allowed_roots)
 
     def _stage(self, job_id: str, spec: JobSpec, meta: dict[str, Any]) -> Path:
         staging = self._staging / f"{job_id}.{secrets.token_hex(4)}"
@@ -410,11 +406,3 @@ def _reap_supervisors() -> None:
     with _SUPERVISORS_LOCK:
         _SUPERVISORS[:] = [proc for proc in _SUPERVISORS if proc.poll() is None]
 
-
-def _read_bytes(path: Path, offset: int, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            return file.read(limit)
-    except FileNotFoundError:
-        return b""

@@ -119,19 +119,39 @@ def server(store: str | None, host: str | None, port: int | None, access_log: bo
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--slots", type=int, default=None, help="Core slots (local backend).")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
+@click.option("--backend", type=click.Choice(["local", "slurm_cli", "slurm_rest"]),
+              default=None, help="The cluster's scheduler (default: local).")
+@click.option("--wake-dir", type=click.Path(path_type=Path), default=None,
+              help="Bind the wake socket here, where 'bridgehead slurm-event' looks.")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable: for routing.")
 def agent(cluster: str | None, server_url: str | None, token: str | None,
-          state_dir: Path | None, slots: int | None, poll_interval: float | None) -> None:
-    """Run an agent on a cluster's head node (outbound HTTP only)."""
+          state_dir: Path | None, slots: int | None, poll_interval: float | None,
+          backend: str | None, wake_dir: Path | None, labels: tuple[str, ...]) -> None:
+    """Run an agent on a cluster's head node (outbound HTTP only). Slurm settings come from
+    [agent.slurm] in config.toml or BRIDGEHEAD_SLURM__* (e.g. BRIDGEHEAD_SLURM__CONF)."""
     from bridgehead.cli.services import run_agent
     from bridgehead.logs import setup_logging
 
     settings = AgentSettings.load(cluster=cluster, server=server_url, token=token,
                                   state_dir=state_dir, slots=slots,
-                                  poll_interval_s=poll_interval)
+                                  poll_interval_s=poll_interval, backend=backend,
+                                  wake_dir=wake_dir,
+                                  labels=parse_pairs(labels, "--label") if labels else None)
     if not settings.token:
         raise ConfigError("an agent needs a token: --token or BRIDGEHEAD_TOKEN")
     setup_logging(settings.log_format, settings.log_level)
     run_agent(settings)
+
+
+@cli.command("slurm-event", context_settings={"ignore_unknown_options": True,
+                                              "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def slurm_event(args: tuple[str, ...]) -> None:
+    """Slurm PrologSlurmctld/EpilogSlurmctld hook: wake this cluster's agents to poll now.
+    Options: --wake-dir DIR (every *.sock in it), --wake SOCKET. Always exits 0."""
+    from bridgehead.backends.slurm_event import main as hook
+
+    sys.exit(hook(list(args)))
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -140,7 +160,9 @@ def agent(cluster: str | None, server_url: str | None, token: str | None,
 @click.option("--script", "script_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
               help="A script file (its #! line runs it) instead of a command.")
-@click.option("--cluster", default="local", show_default=True)
+@click.option("--cluster", default=None, help="The cluster (default: local, unless routed).")
+@click.option("--cluster-label", "cluster_labels", multiple=True,
+              help="KEY=VALUE, repeatable: route to a cluster whose agents have these labels.")
 @click.option("--name")
 @click.option("--cores", type=int, default=1, show_default=True)
 @click.option("--nodes", type=int, default=1, show_default=True)
@@ -149,6 +171,8 @@ def agent(cluster: str | None, server_url: str | None, token: str | None,
 @click.option("--walltime", help="e.g. 90, 30m, 2h, HH:MM:SS")
 @click.option("--partition")
 @click.option("--account")
+@click.option("--max-cores", type=int, help="Cap on cores, whatever else asks for more.")
+@click.option("--max-nodes", type=int, help="Cap on nodes.")
 @click.option("--env", "env", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--workdir", help="Absolute working directory on the cluster.")
@@ -159,21 +183,25 @@ def agent(cluster: str | None, server_url: str | None, token: str | None,
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the end; exit 1 unless it succeeded.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the job's stdout until it ends.")
 @click.option("--json", "as_json", is_flag=True)
-def submit(command: tuple[str, ...], script_file: Path | None, cluster: str, name: str | None,
+def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | None,
+           cluster_labels: tuple[str, ...], name: str | None,
            cores: int, nodes: int, memory: str | None, gpus: int, walltime: str | None,
-           partition: str | None, account: str | None, env: tuple[str, ...],
+           partition: str | None, account: str | None, max_cores: int | None,
+           max_nodes: int | None, env: tuple[str, ...],
            labels: tuple[str, ...], workdir: str | None, options: tuple[str, ...], tenant: str,
            idempotency_key: str | None, wait_: bool, follow: bool, as_json: bool) -> None:
     """Submit a job: ``bridgehead submit -- CMD ARGS...`` or ``--script FILE``."""
     if bool(command) == bool(script_file):
         raise InvalidSpec("give a command after -- or --script FILE (one of them)")
+    routed = parse_pairs(cluster_labels, "--cluster-label")
     spec = JobSpec(
-        cluster=cluster, command=command, name=name, tenant=tenant,
+        cluster=cluster or ("" if routed else "local"), cluster_labels=routed,
+        command=command, name=name, tenant=tenant,
         script=script_file.read_text() if script_file else None,
         env=parse_pairs(env, "--env"), labels=parse_pairs(labels, "--label"),
         working_dir=workdir, scheduler_options=options, idempotency_key=idempotency_key,
         resources=Resources(cores=cores, nodes=nodes, gpus=gpus, partition=partition,
-                            account=account,
+                            account=account, max_cores=max_cores, max_nodes=max_nodes,
                             memory_mb=parse_memory(memory) if memory else None,
                             walltime_s=parse_walltime(walltime) if walltime else None),
     )

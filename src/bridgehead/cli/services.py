@@ -41,6 +41,16 @@ def make_backend(settings: AgentSettings) -> Backend:
             **({"slots": settings.slots} if settings.slots else {}),
         )
         return LocalBackend(local)
+    if settings.backend == "slurm_cli":
+        from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
+
+        return SlurmCliBackend(settings.slurm, SlurmCliConfig(
+            state_dir=settings.state_dir, allowed_roots=tuple(settings.allowed_roots)))
+    if settings.backend == "slurm_rest":
+        from bridgehead.backends.slurm_rest import SlurmRestBackend
+
+        return SlurmRestBackend(settings.slurm, state_dir=settings.state_dir,
+                                allowed_roots=tuple(settings.allowed_roots))
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from bridgehead.errors import InvalidSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +22,28 @@ class Cluster:
 
     def online(self, now: float, ttl_s: float) -> bool:
         return self.last_heartbeat is not None and now - self.last_heartbeat <= ttl_s
+
+
+def route(selector: Mapping[str, str], clusters: Sequence[tuple[Cluster, Mapping[str, int]]],
+          *, now: float, ttl_s: float) -> str:
+    """The cluster for a job routed by labels: among the clusters whose labels include all of
+    ``selector``, an online one with the fewest unfinished jobs (ties: by name); if none is
+    online, the least busy known one (the job waits for its agent). InvalidSpec if none."""
+    matching = [(c, counts) for c, counts in clusters
+                if all(c.labels.get(k) == v for k, v in selector.items())]
+    if not matching:
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        raise InvalidSpec(f"no cluster has the labels {wanted}")
+
+    def load(item: tuple[Cluster, Mapping[str, int]]) -> tuple[bool, int, str]:
+        cluster, counts = item
+        busy = sum(n for state, n in counts.items() if state in _UNFINISHED)
+        return (not cluster.online(now, ttl_s), busy, cluster.name)
+
+    return min(matching, key=load)[0].name
+
+
+_UNFINISHED = frozenset({"queued", "claimed", "submitting", "submitted", "running"})
 
 
 class Role(StrEnum):

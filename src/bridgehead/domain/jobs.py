@@ -112,10 +112,18 @@ class Resources:
     walltime_s: int | None = None
     partition: str | None = None
     account: str | None = None
+    max_cores: int | None = None
+    """Cap on cores, whatever ``cores`` or pass-through options ask (LCLS's per-task cap: a
+    DAG-wide default raises everyone's cores, the single-threaded step stays at 1)."""
+    max_nodes: int | None = None
+    """Cap on nodes, likewise."""
 
     def __post_init__(self) -> None:
         for name in ("cores", "nodes"):
             if getattr(self, name) < 1:
+                raise InvalidSpec(f"resources.{name} must be >= 1")
+        for name in ("max_cores", "max_nodes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidSpec(f"resources.{name} must be >= 1")
         if self.gpus < 0:
             raise InvalidSpec("resources.gpus must be >= 0")
@@ -139,9 +147,13 @@ MAX_ARGS = 4096
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     """What to run and where. Exactly one of ``command`` (an argv list, never a shell string)
-    or ``script`` (the text of a script file, run by its own ``#!`` line) is given."""
+    or ``script`` (the text of a script file, run by its own ``#!`` line) is given.
 
-    cluster: str
+    Where: ``cluster`` names the cluster; or, with ``cluster`` empty, ``cluster_labels`` lets
+    the server route the job to a cluster whose agents carry all these labels."""
+
+    cluster: str = ""
+    cluster_labels: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()
     script: str | None = None
     name: str | None = None
@@ -154,8 +166,11 @@ class JobSpec:
     idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.cluster):
+        if self.cluster and not _NAME.fullmatch(self.cluster):
             raise InvalidSpec(f"cluster {self.cluster!r} is not a valid cluster name")
+        if not self.cluster and not self.cluster_labels:
+            raise InvalidSpec("give a cluster, or cluster_labels to route the job by")
+        _check_labels(self.cluster_labels, "cluster label")
         if bool(self.command) == (self.script is not None):
             raise InvalidSpec("give exactly one of command (argv list) or script")
         if len(self.command) > MAX_ARGS:
@@ -186,9 +201,7 @@ class JobSpec:
             raise InvalidSpec(f"tenant {self.tenant!r} is not a valid name")
         if self.idempotency_key is not None and not 0 < len(self.idempotency_key) <= 512:
             raise InvalidSpec("idempotency_key must be 1-512 characters")
-        for key, value in self.labels.items():
-            if not _NAME.fullmatch(key) or len(value) > 1024:
-                raise InvalidSpec(f"label {key!r} is not a valid label")
+        _check_labels(self.labels, "label")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (a shallow walk: ``asdict``'s deep copy is the hot path's cost)."""
@@ -197,6 +210,7 @@ class JobSpec:
         data["scheduler_options"] = list(self.scheduler_options)
         data["env"] = dict(self.env)
         data["labels"] = dict(self.labels)
+        data["cluster_labels"] = dict(self.cluster_labels)
         data["resources"] = {name: getattr(self.resources, name) for name in _RESOURCE_FIELDS}
         return data
 
@@ -213,6 +227,7 @@ class JobSpec:
         object.__setattr__(spec, "resources", resources)
         object.__setattr__(spec, "command", tuple(data["command"]))
         object.__setattr__(spec, "scheduler_options", tuple(data["scheduler_options"]))
+        object.__setattr__(spec, "cluster_labels", data.get("cluster_labels") or {})
         return spec
 
     @classmethod
@@ -234,6 +249,12 @@ class JobSpec:
 
 _SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
 _RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
+
+
+def _check_labels(labels: dict[str, str], what: str) -> None:
+    for key, value in labels.items():
+        if not _NAME.fullmatch(key) or len(value) > 1024:
+            raise InvalidSpec(f"{what} {key!r} is not a valid label")
 
 
 def _check_path(path: str, what: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from bridgehead.domain.clusters import Principal
+from bridgehead.domain.clusters import Principal, route
 from bridgehead.domain.jobs import Job, JobSpec, JobState
 from bridgehead.errors import Forbidden, InvalidSpec, NotFound
 from bridgehead.server.auth import Authed, ClientOrAdmin
@@ -31,6 +32,15 @@ def _check_tenant(p: Principal, spec: JobSpec) -> None:
         raise Forbidden(f"this token may not submit to tenant {spec.tenant!r}")
 
 
+async def _routed(request: Request, specs: list[JobSpec]) -> list[JobSpec]:
+    """Choose a cluster for each job that gives ``cluster_labels`` instead of a cluster."""
+    known = [(stats.cluster, stats.counts) for stats in await store_of(request).clusters()]
+    ttl = request.app.state.settings.cluster_ttl_s
+    return [spec if spec.cluster else replace(
+        spec, cluster=route(spec.cluster_labels, known, now=time.time(), ttl_s=ttl))
+        for spec in specs]
+
+
 async def _visible_job(request: Request, p: Principal, job_id: str) -> Job:
     job = await store_of(request).get(job_id)
     if not (p.may_see_tenant(job.spec.tenant) or p.may_serve(job.cluster)):
@@ -42,6 +52,8 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
     specs = [item.to_spec() for item in items]
     for spec in specs:
         _check_tenant(p, spec)
+    if any(not spec.cluster for spec in specs):
+        specs = await _routed(request, specs)
     results = await store_of(request).submit(specs)
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
     return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]

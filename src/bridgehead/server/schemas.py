@@ -30,12 +30,17 @@ class ResourcesIn(_Model):
     walltime_s: int | None = Field(None, ge=1)
     partition: str | None = Field(None, max_length=128)
     account: str | None = Field(None, max_length=128)
+    max_cores: int | None = Field(None, ge=1, le=1_000_000)
+    max_nodes: int | None = Field(None, ge=1, le=100_000)
 
 
 class JobIn(_Model):
     """A job to run: ``command`` (an argv list, never a shell string) or ``script`` text."""
 
-    cluster: str = Name
+    cluster: str = Field("", max_length=128, description="Empty: route by cluster_labels.")
+    cluster_labels: dict[str, str] = Field(
+        default_factory=dict, max_length=64,
+        description="Route to an online cluster whose agents carry all these labels.")
     command: list[str] = Field(default_factory=list, max_length=4096)
     script: str | None = Field(None, max_length=1 << 20)
     name: str | None = Field(None, max_length=256)

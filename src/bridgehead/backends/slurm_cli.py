@@ -1,0 +1,264 @@
+"""Slurm through its command-line tools on the head node: sbatch, squeue, sacct, scancel.
+
+Every command is an argv list (never a shell string) run with a clean environment: the
+agent's own variables (its token among them) never reach sbatch or the job. A job's argv is
+given to a two-line wrapper script as its arguments, so shell metacharacters stay literal.
+
+One poll cycle costs at most two commands whatever the number of jobs: ONE ``squeue`` for
+all in-flight jobs and ONE ``sacct`` for those that left the queue or ended in it (exit code,
+usage). A job missing from squeue is never taken as succeeded: only sacct says how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridgehead.backends import slurm
+from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
+from bridgehead.config import SlurmSettings
+from bridgehead.domain.jobs import JobSpec, JobState
+from bridgehead.errors import BackendError, BackendUnavailable, InvalidSpec, SubmitRejected
+
+logger = logging.getLogger(__name__)
+
+_UNREACHABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+    r"Zero Bytes were transmitted|Unable to establish|Transport endpoint|"
+    r"Slurm backup controller in standby|slurmdbd.*(down|not responding)|"
+    r"Problem talking to the database|Connection timed out|Communication connection failure",
+    re.IGNORECASE,
+)
+_NATIVE_ID = re.compile(r"[0-9]{1,12}")
+_ENV_KEEP = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
+_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmCliConfig:
+    """What the backend needs besides :class:`SlurmSettings`."""
+
+    state_dir: Path
+    allowed_roots: tuple[Path, ...] = ()
+
+
+class SlurmCliBackend:
+    kind = "slurm_cli"
+
+    def __init__(self, settings: SlurmSettings, config: SlurmCliConfig) -> None:
+        self.settings = settings
+        self.allowed_roots = config.allowed_roots
+        root = settings.job_root or config.state_dir / "slurm"
+        self.log_dir = root / "logs"
+        self.work_dir = root / "work"
+        self.calls: Counter[str] = Counter()
+        """Scheduler commands run, by name (benchmarks count them per cycle)."""
+        self._unaccounted: dict[str, float] = {}
+        self._env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
+        self._env["PATH"] = os.environ.get("PATH") or os.defpath
+        if settings.conf is not None:
+            self._env["SLURM_CONF"] = str(settings.conf)
+        self._caps = slurm.Caps(max_cores=settings.max_cores, max_nodes=settings.max_nodes)
+
+    # -- submit ----------------------------------------------------------------------------
+    async def submit(self, job_id: str, spec: JobSpec) -> str:
+        for directory in (self.log_dir, self.work_dir / job_id):
+            directory.mkdir(parents=True, exist_ok=True)
+        working_dir = str(self.work_dir / job_id)
+        if spec.working_dir is not None:
+            working_dir = confine_working_dir(spec.working_dir, self.allowed_roots)
+        try:
+            request = slurm.build_request(
+                job_id, spec, caps=self._caps, working_dir=working_dir,
+                stdout=str(self.log_dir / "%j.out"), stderr=str(self.log_dir / "%j.err"),
+                base_env=self._env)
+        except InvalidSpec as exc:
+            raise SubmitRejected(exc.message) from exc
+        argv = ["sbatch", "--parsable", *request.sbatch_options()]
+        if request.argv:
+            argv += ["/dev/stdin", *request.argv]  # the wrapper script, the job's argv after it
+        out = await self._run(argv, stdin=request.script.encode(), env=request.env,
+                              submit=True)
+        native_id = out.strip().split(";")[0]
+        if not _NATIVE_ID.fullmatch(native_id):
+            raise BackendError(f"sbatch answered {out.strip()!r}, not a job id")
+        logger.info("job %s submitted to Slurm as %s", job_id, native_id)
+        return native_id
+
+    # -- poll ------------------------------------------------------------------------------
+    async def poll(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
+        ids = [i for i in dict.fromkeys(native_ids) if _NATIVE_ID.fullmatch(i)]
+        if not ids:
+            return {}
+        queued = await self._squeue(ids)
+        result: dict[str, NativeStatus] = {}
+        ask_sacct = []
+        for native_id in ids:
+            raw = queued.get(native_id)
+            if raw is None or slurm.to_state(raw).terminal:
+                ask_sacct.append(native_id)
+            else:
+                result[native_id] = NativeStatus(state=slurm.to_state(raw),
+                                                 settling=slurm.base_state(raw) in slurm.SETTLING)
+        if ask_sacct:
+            accounted = await self._sacct(ask_sacct)
+            for native_id in ask_sacct:
+                status = self._ended(native_id, accounted.get(native_id), queued.get(native_id))
+                if status is not None:
+                    result[native_id] = status
+        return result
+
+    def _ended(self, native_id: str, accounted: NativeStatus | None,
+               queued_raw: str | None) -> NativeStatus | None:
+        """How a job that left the queue (or ended in it) ended. Accounting lags slurmctld:
+        until sacct has the final record, the job is 'settling' in its last known state."""
+        if accounted is not None and (accounted.state.terminal or queued_raw is None):
+            self._unaccounted.pop(native_id, None)
+            return accounted
+        if queued_raw is None:
+            return None  # unknown to both: the agent decides, after its grace, that it is lost
+        first = self._unaccounted.setdefault(native_id, time.monotonic())
+        state = slurm.to_state(queued_raw)
+        if time.monotonic() - first < self.settings.accounting_grace_s:
+            return NativeStatus(state=JobState.RUNNING, settling=True)
+        self._unaccounted.pop(native_id, None)
+        name = slurm.base_state(queued_raw)
+        return NativeStatus(state=state, reason=slurm.reason_for(name, None, None) or
+                            "ended; no accounting record to say how")
+
+    async def _squeue(self, ids: list[str]) -> dict[str, str]:
+        """{native id: Slurm state} of the jobs slurmctld still holds, in ONE squeue call."""
+        argv = ["squeue", "--noheader", "--states=all", "--format=%i|%T", f"--jobs={','.join(ids)}"]
+        try:
+            out = await self._run(argv)
+        except BackendUnavailable:
+            raise
+        except BackendError as exc:
+            if "Invalid job id" not in exc.message:
+                raise
+            out = ""  # every id unknown to slurmctld (all purged): sacct will say
+        states = {}
+        for line in out.splitlines():
+            native_id, _, state = line.strip().partition("|")
+            if native_id:
+                states[native_id] = state
+        return states
+
+    async def _sacct(self, ids: list[str]) -> dict[str, NativeStatus]:
+        """{native id: status} from accounting, in ONE sacct call (allocations and steps)."""
+        out = await self._run(["sacct", "--noheader", "--parsable2", "--duplicates",
+                               f"--format={_SACCT_FIELDS}", f"--jobs={','.join(ids)}"])
+        rows: dict[str, list[str]] = {}
+        rss: dict[str, float] = {}
+        for line in out.splitlines():
+            cells = line.split("|")
+            if len(cells) != 7 or not cells[0]:
+                continue
+            base, dot, _step = cells[0].partition(".")
+            if dot:
+                mb = slurm.parse_memory_mb(cells[6])
+                if mb is not None:
+                    rss[base] = max(rss.get(base, 0.0), mb)
+            else:
+                rows[base] = cells  # with --duplicates the last (newest) record wins
+        return {native_id: _status_from_sacct(cells, rss.get(native_id))
+                for native_id, cells in rows.items()}
+
+    # -- the rest of the protocol -----------------------------------------------------------
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        ids = [i for i in native_ids if _NATIVE_ID.fullmatch(i)]
+        if not ids:
+            return
+        try:
+            await self._run(["scancel", *ids])
+        except BackendUnavailable:
+            raise
+        except BackendError as exc:  # some had already ended: the others were cancelled
+            logger.info("scancel: %s", exc.message)
+
+    async def find(self, tag: str) -> list[str]:
+        """Jobs with comment ``tag``: slurmctld's (pending, running, recently ended) and
+        accounting's (since ``find_window_days``): one squeue and one sacct."""
+        found = []
+        out = await self._run(["squeue", "--noheader", "--states=all", "--format=%i|%k"])
+        found += [i for i, _, c in (line.partition("|") for line in out.splitlines())
+                  if c.strip() == tag]
+        out = await self._run(["sacct", "--noheader", "--parsable2", "--allocations",
+                               "--format=JobIDRaw,Comment",
+                               f"--starttime=now-{self.settings.find_window_days}days"])
+        found += [i for i, _, c in (line.partition("|") for line in out.splitlines())
+                  if c.strip() == tag]
+        return sorted({i.strip() for i in found}, key=int)
+
+    async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
+        if not _NATIVE_ID.fullmatch(native_id):
+            return b""
+        path = self.log_dir / f"{native_id}.{'out' if stream == 'stdout' else 'err'}"
+        return await asyncio.to_thread(read_file_range, path, offset, limit)
+
+    def free_slots(self) -> int | None:
+        return None  # Slurm queues what it cannot run yet
+
+    async def close(self) -> None:
+        return None
+
+    # -- running commands -------------------------------------------------------------------
+    async def _run(self, argv: list[str], *, stdin: bytes | None = None,
+                   env: dict[str, str] | None = None, submit: bool = False) -> str:
+        """Run one Slurm command; its stdout. BackendUnavailable if the controller (or the
+        accounting daemon) cannot be reached or the command times out; SubmitRejected if sbatch
+        refused the job; BackendError for other failures."""
+        name = argv[0]
+        self.calls[name] += 1
+        program = str(self.settings.bin_dir / name) if self.settings.bin_dir else name
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program, *argv[1:], env=env or self._env,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot run {name}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin),
+                                              self.settings.command_timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise BackendUnavailable(
+                f"{name} did not answer in {self.settings.command_timeout_s:.0f}s") from None
+        if proc.returncode == 0:
+            return out.decode(errors="replace")
+        message = _last_line(err) or f"exit code {proc.returncode}"
+        if _UNREACHABLE.search(err.decode(errors="replace")):
+            raise BackendUnavailable(f"{name}: {message}")
+        if submit:
+            raise SubmitRejected(f"sbatch refused the job: {message}")
+        raise BackendError(f"{name}: {message}")
+
+
+def _status_from_sacct(cells: list[str], max_rss_mb: float | None) -> NativeStatus:
+    _id, raw_state, exit_code, elapsed, cpus, nodes, _rss = cells
+    state = slurm.to_state(raw_state)
+    if not state.terminal:
+        return NativeStatus(state=state, settling=slurm.base_state(raw_state) in slurm.SETTLING)
+    code, signum = slurm.exit_status(exit_code)
+    name = slurm.base_state(raw_state)
+    if state is JobState.SUCCEEDED and code:
+        state = JobState.FAILED  # never seen, but a non-zero exit is never a success
+    return NativeStatus(
+        state=state, exit_code=code, reason=slurm.reason_for(name, code, signum),
+        usage=slurm.usage_of(float(elapsed or 0), int(cpus or 0), int(nodes or 0), max_rss_mb))
+
+
+def _last_line(err: bytes) -> str:
+    lines = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""

@@ -243,7 +243,8 @@ class Agent:
             await self.backend.cancel(natives)
         for t in targets:
             t.cancel_sent = True
-        self._wake_poll.set()
+        if targets:
+            self._wake_poll.set()
 
     # -- poll, logs, report ----------------------------------------------------------------
     async def _poll_loop(self) -> None:

@@ -154,7 +154,9 @@ class SlurmCliBackend:
 
     async def _sacct(self, ids: list[str]) -> dict[str, NativeStatus]:
         """{native id: status} from accounting, in ONE sacct call (allocations and steps)."""
-        out = await self._run(["sacct", "--noheader", "--parsable2", "--duplicates",
+        # without --duplicates, sacct shows each id's most recent record (a requeued job's
+        # last run, not a stale job of a slurmctld whose state was wiped)
+        out = await self._run(["sacct", "--noheader", "--parsable2",
                                f"--format={_SACCT_FIELDS}", f"--jobs={','.join(ids)}"])
         rows: dict[str, list[str]] = {}
         rss: dict[str, float] = {}
@@ -168,7 +170,7 @@ class SlurmCliBackend:
                 if mb is not None:
                     rss[base] = max(rss.get(base, 0.0), mb)
             else:
-                rows[base] = cells  # with --duplicates the last (newest) record wins
+                rows[base] = cells
         return {native_id: _status_from_sacct(cells, rss.get(native_id))
                 for native_id, cells in rows.items()}
 
@@ -237,7 +239,7 @@ class SlurmCliBackend:
                 f"{name} did not answer in {self.settings.command_timeout_s:.0f}s") from None
         if proc.returncode == 0:
             return out.decode(errors="replace")
-        message = _last_line(err) or f"exit code {proc.returncode}"
+        message = _message(err) or f"exit code {proc.returncode}"
         if _UNREACHABLE.search(err.decode(errors="replace")):
             raise BackendUnavailable(f"{name}: {message}")
         if submit:
@@ -259,6 +261,8 @@ def _status_from_sacct(cells: list[str], max_rss_mb: float | None) -> NativeStat
         usage=slurm.usage_of(float(elapsed or 0), int(cpus or 0), int(nodes or 0), max_rss_mb))
 
 
-def _last_line(err: bytes) -> str:
-    lines = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+def _message(err: bytes) -> str:
+    """A command's error output as one line, without its "Try --help" advice."""
+    lines = [line.strip() for line in err.decode(errors="replace").splitlines()
+             if line.strip() and not line.strip().startswith("Try ")]
+    return "; ".join(lines)[:500]

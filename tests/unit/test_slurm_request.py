@@ -9,7 +9,6 @@ from bridgehead.backends.slurm_event import message, sockets
 from bridgehead.domain.jobs import JobSpec, JobState, Resources
 from bridgehead.errors import InvalidSpec
 
-
 NO_CAPS = slurm.Caps()
 
 

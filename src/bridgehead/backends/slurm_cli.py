@@ -62,6 +62,9 @@ class SlurmCliBackend:
         self.calls: Counter[str] = Counter()
         """Scheduler commands run, by name (benchmarks count them per cycle)."""
         self._unaccounted: dict[str, float] = {}
+        """Jobs ended in squeue but not yet in sacct: since when (accounting lags)."""
+        self._last: dict[str, JobState] = {}
+        """The last state this backend answered per job, to repeat while a job settles."""
         self._env = {key: os.environ[key] for key in _ENV_KEEP if key in os.environ}
         self._env["PATH"] = os.environ.get("PATH") or os.defpath
         if settings.conf is not None:
@@ -114,6 +117,8 @@ class SlurmCliBackend:
                 status = self._ended(native_id, accounted.get(native_id), queued.get(native_id))
                 if status is not None:
                     result[native_id] = status
+        self._last = {native_id: status.state for native_id, status in result.items()
+                      if not status.state.terminal}  # the agent asks for all its jobs each time
         return result
 
     def _ended(self, native_id: str, accounted: NativeStatus | None,
@@ -128,7 +133,8 @@ class SlurmCliBackend:
         first = self._unaccounted.setdefault(native_id, time.monotonic())
         state = slurm.to_state(queued_raw)
         if time.monotonic() - first < self.settings.accounting_grace_s:
-            return NativeStatus(state=JobState.RUNNING, settling=True)
+            last = self._last.get(native_id, JobState.SUBMITTED)
+            return NativeStatus(state=last, settling=True)  # no news yet: ask again soon
         self._unaccounted.pop(native_id, None)
         name = slurm.base_state(queued_raw)
         return NativeStatus(state=state, reason=slurm.reason_for(name, None, None) or

@@ -1,0 +1,162 @@
+"""The Slurm backends against the real clusters: one contract, both transports.
+
+slurm_cli runs on alpha, slurm_rest on beta, so the two also prove the clusters independent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridgehead.backends.base import Backend, NativeStatus
+from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
+from bridgehead.domain.jobs import JobSpec, JobState, Resources
+from bridgehead.errors import SubmitRejected
+from tests.slurm.conftest import Lab
+
+pytestmark = pytest.mark.slurm
+CLUSTER = {"slurm_cli": "alpha", "slurm_rest": "beta"}
+
+
+@pytest.fixture(params=["slurm_cli", "slurm_rest"])
+async def backend(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path
+                  ) -> AsyncIterator[Backend]:
+    b = lab.backend(request.param, CLUSTER[request.param], tmp_path)
+    yield b
+    await b.close()
+
+
+def spec_of(backend: Backend, **kw: object) -> JobSpec:
+    cluster = CLUSTER[backend.kind]
+    return JobSpec(**{"cluster": cluster, **kw})  # type: ignore[arg-type]
+
+
+async def until(backend: Backend, native_id: str, done: frozenset[JobState] | None = None,
+                timeout: float = 60.0) -> NativeStatus:
+    """Poll until the job reaches one of ``done`` (default: any terminal state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = (await backend.poll([native_id])).get(native_id)
+        if status is not None and not status.settling and (
+                status.state in done if done else status.state.terminal):
+            return status
+        assert time.monotonic() < deadline, f"job {native_id} still {status}"
+        await asyncio.sleep(0.3)
+
+
+async def log_of(backend: Backend, native_id: str, stream: str = "stdout") -> str:
+    return (await backend.read_log(native_id, stream, 0, 1 << 20)).decode()
+
+
+async def test_success_with_logs_usage_and_tag(backend: Backend, lab: Lab) -> None:
+    tag = f"bh-ok-{secrets.token_hex(4)}"  # unique: accounting remembers earlier runs
+    native = await backend.submit(tag, spec_of(
+        backend, script="#!/bin/sh\necho hello $BRIDGEHEAD_JOB_ID\necho oops >&2\n",
+        resources=Resources(cores=2)))
+    status = await until(backend, native)
+    assert (status.state, status.exit_code) == (JobState.SUCCEEDED, 0)
+    assert status.usage is not None and status.usage.cores == 2 and status.usage.nodes == 1
+    assert await log_of(backend, native) == f"hello {tag}\n"
+    assert await log_of(backend, native, "stderr") == "oops\n"
+    assert await backend.find(tag) == [native]
+    assert await backend.find("no-such-tag") == []
+
+
+async def test_non_zero_exit_fails_with_its_code(backend: Backend) -> None:
+    native = await backend.submit("bh-exit3", spec_of(backend, command=("sh", "-c", "exit 3")))
+    status = await until(backend, native)
+    assert (status.state, status.exit_code, status.reason) == (JobState.FAILED, 3, "exit code 3")
+
+
+async def test_shell_metacharacters_reach_the_job_literally(backend: Backend,
+                                                            tmp_path: Path) -> None:
+    canary = tmp_path / "PWNED"
+    hostile = f"a;b|c && touch {canary} $(touch {canary}) `touch {canary}` 'q\" \\n"
+    native = await backend.submit("bh-meta", spec_of(backend, command=("printf", "%s", hostile),
+                                                     env={"X": f"$(touch {canary})"}))
+    status = await until(backend, native)
+    assert status.state is JobState.SUCCEEDED
+    assert await log_of(backend, native) == hostile
+    assert not canary.exists()
+
+
+async def test_cancel_a_running_job(backend: Backend) -> None:
+    native = await backend.submit("bh-cancel", spec_of(backend, command=("sleep", "300")))
+    await until(backend, native, frozenset({JobState.RUNNING}))
+    await backend.cancel([native])
+    status = await until(backend, native)
+    assert status.state is JobState.CANCELLED
+
+
+async def test_pass_through_options_and_caps_in_scontrol(backend: Backend, lab: Lab) -> None:
+    native = await backend.submit("bh-opts", spec_of(
+        backend, command=("sleep", "30"), scheduler_options=("--nice=7", "--requeue"),
+        resources=Resources(cores=4, max_cores=2)))
+    try:
+        shown = lab.run(CLUSTER[backend.kind], "scontrol", "show", "job", native)
+        assert "Nice=7" in shown and "Requeue=1" in shown
+        assert re.search(r"NumCPUs=2\b", shown), shown
+        assert "Comment=bh-opts" in shown
+    finally:
+        await backend.cancel([native])
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--array=1-3", "--array is not allowed"),
+    ("--output=/etc/passwd", "--output is not allowed"),
+    ("--frobnicate=1", "frobnicate"),
+])
+async def test_bad_options_are_refused_with_a_clear_error(backend: Backend, option: str,
+                                                          message: str) -> None:
+    with pytest.raises(SubmitRejected, match=message):
+        await backend.submit("bh-bad", spec_of(backend, command=("true",),
+                                               scheduler_options=(option,)))
+
+
+async def test_a_job_unknown_to_slurm_is_absent_not_succeeded(backend: Backend) -> None:
+    assert await backend.poll(["987654"]) == {}
+
+
+async def test_working_dir_must_exist(backend: Backend) -> None:
+    with pytest.raises(SubmitRejected, match="does not exist"):
+        await backend.submit("bh-wd", spec_of(backend, command=("true",),
+                                              working_dir="/no/such/dir"))
+
+
+async def test_cli_polls_many_jobs_with_at_most_two_commands(lab: Lab, tmp_path: Path) -> None:
+    backend = SlurmCliBackend(lab.settings("alpha", tmp_path), SlurmCliConfig(state_dir=tmp_path))
+    natives = [await backend.submit(f"bh-many-{i}", JobSpec(cluster="alpha", command=("true",)))
+               for i in range(12)]
+    for _ in range(40):
+        backend.calls.clear()
+        statuses = await backend.poll(natives)
+        assert backend.calls["squeue"] + backend.calls["sacct"] <= 2, backend.calls
+        assert backend.calls["squeue"] == 1
+        if len(statuses) == 12 and all(s.state.terminal and not s.settling
+                                       for s in statuses.values()):
+            break
+        await asyncio.sleep(0.5)
+    assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+
+
+async def test_walltime_ends_timed_out_on_both_transports(lab: Lab, tmp_path: Path) -> None:
+    """Slurm keeps time limits in minutes: this takes a little over one minute."""
+    backends = [lab.backend(kind, CLUSTER[kind], tmp_path / kind)
+                for kind in ("slurm_cli", "slurm_rest")]
+    try:
+        natives = [await b.submit(f"bh-walltime-{b.kind}", JobSpec(
+            cluster=CLUSTER[b.kind], command=("sleep", "600"),
+            resources=Resources(walltime_s=30))) for b in backends]
+        results = await asyncio.gather(*(until(b, n, timeout=240)
+                                          for b, n in zip(backends, natives, strict=True)))
+        assert [r.state for r in results] == [JobState.TIMED_OUT, JobState.TIMED_OUT]
+        assert all(r.reason == "walltime exceeded" for r in results)
+    finally:
+        for b in backends:
+            await b.close()

@@ -12,11 +12,12 @@ import pytest
 
 from bridgehead.backends import slurm
 from bridgehead.backends import slurm_rest as rest
+from bridgehead.backends import slurm_rest_api as api
 from bridgehead.config import SlurmSettings
 from bridgehead.domain.jobs import JobSpec, JobState, Resources
 from bridgehead.errors import BackendUnavailable, ConfigError, SubmitRejected
 
-API = rest.VERSIONS["v0.0.38"]
+API = api.VERSIONS["v0.0.38"]
 
 # GET /slurm/v0.0.38/jobs: exit 0 on 2 CPUs; `exit 3` (wait status 768); cancelled while pending
 LIVE: dict[str, dict[str, Any]] = {
@@ -58,8 +59,8 @@ def request(**kw: Any) -> slurm.SlurmRequest:
 
 
 def test_the_job_description_carries_resources_tag_files_and_env() -> None:
-    body = rest.submit_body(request(
-        name="hello", env={"X": "1"}, resources=Resources(
+    body = api.submit_body(request(
+        name="hello", env={"X": "1"}, command=(), script="#!/bin/sh\ntrue\n", resources=Resources(
             cores=4, nodes=2, memory_mb=512, gpus=1, walltime_s=61, partition="debug",
             account="proj")), API)
     assert body["job"] == {
@@ -70,20 +71,23 @@ def test_the_job_description_carries_resources_tag_files_and_env() -> None:
         "time_limit": 2, "partition": "debug", "account": "proj", "gpus": "1"}
 
 
-def test_a_command_goes_into_the_script_never_into_the_argv_field(tmp_path: Path) -> None:
+def test_a_command_travels_in_the_environment_never_in_the_argv_field(tmp_path: Path) -> None:
     canary = tmp_path / "PWNED"
     hostile = f"a;b|c && touch {canary} $(touch {canary}) `touch {canary}` 'q\" \\n\nline2"
-    body = rest.submit_body(request(command=("printf", "%s|", hostile, "$HOME")), API)
+    argv = ("printf", "%s|", hostile, "$HOME", "", '"$@"', "${BRIDGEHEAD_ARGC}")
+    body = api.submit_body(request(command=argv), API)
     assert "argv" not in body["job"]  # it crashes slurmrestd 22.05.8
+    assert hostile not in body["script"]  # the script is fixed text: no word of the job in it
     script = tmp_path / "script"
     script.write_text(body["script"])
-    out = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, check=True)
-    assert out.stdout == f"{hostile}|$HOME|"
+    out = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, check=True,
+                         env=body["job"]["environment"])
+    assert out.stdout == f'{hostile}|$HOME||"$@"|${{BRIDGEHEAD_ARGC}}|'
     assert not canary.exists()
 
 
 def test_a_script_job_is_sent_as_written() -> None:
-    body = rest.submit_body(request(command=(), script="#!/bin/bash\necho hi\n"), API)
+    body = api.submit_body(request(command=(), script="#!/bin/bash\necho hi\n"), API)
     assert body["script"] == "#!/bin/bash\necho hi\n"
 
 
@@ -105,11 +109,11 @@ def test_a_script_job_is_sent_as_written() -> None:
 ])
 def test_pass_through_options_map_through_the_version_table(option: str,
                                                             fields: dict[str, Any]) -> None:
-    assert rest.option_fields([option], API) == fields
+    assert api.option_fields([option], API) == fields
 
 
 def test_a_pass_through_option_wins_over_the_resources_as_on_sbatch() -> None:
-    body = rest.submit_body(request(resources=Resources(partition="debug"),
+    body = api.submit_body(request(resources=Resources(partition="debug"),
                                     scheduler_options=("--partition=long",)), API)
     assert body["job"]["partition"] == "long"
 
@@ -122,28 +126,28 @@ def test_a_pass_through_option_wins_over_the_resources_as_on_sbatch() -> None:
 ])
 def test_options_the_table_cannot_send_are_refused(option: str, message: str) -> None:
     with pytest.raises(SubmitRejected, match=message):
-        rest.submit_body(request(scheduler_options=(option,)), API)
+        api.submit_body(request(scheduler_options=(option,)), API)
 
 
 def test_the_newest_known_version_the_daemon_offers_is_chosen() -> None:
     paths = ["/slurm/v0.0.36/job/submit", "/slurm/v0.0.37/job/submit",
              "/slurm/v0.0.38/job/submit", "/slurm/v0.0.38/jobs", "/slurmdb/v0.0.38/jobs",
              "/openapi/v3"]
-    assert rest.choose_version(paths).name == "v0.0.38"
-    assert rest.choose_version(paths[:2]).name == "v0.0.37"
+    assert api.choose_version(paths).name == "v0.0.38"
+    assert api.choose_version(paths[:2]).name == "v0.0.37"
     with pytest.raises(BackendUnavailable, match=re.escape("offers v0.0.36, v0.0.44; this")):
-        rest.choose_version(["/slurm/v0.0.36/job/submit", "/slurm/v0.0.44/job/submit"])
+        api.choose_version(["/slurm/v0.0.36/job/submit", "/slurm/v0.0.44/job/submit"])
 
 
 def test_v0_0_37_reads_and_writes_like_v0_0_38() -> None:
-    v37 = rest.VERSIONS["v0.0.37"]
+    v37 = api.VERSIONS["v0.0.37"]
     assert v37.path("jobs") == "/slurm/v0.0.37/jobs"
     assert v37.path("accounting") == "/slurmdb/v0.0.37/jobs"
-    assert rest.submit_body(request(), v37)["job"] == rest.submit_body(request(), API)["job"]
+    assert api.submit_body(request(), v37)["job"] == api.submit_body(request(), API)["job"]
 
 
 def test_jobs_in_slurmctld_read_state_wait_status_and_usage() -> None:
-    ok, exit3, never_ran = (rest.status_of(API.live(LIVE[k])) for k in LIVE)
+    ok, exit3, never_ran = (api.status_of(API.live(LIVE[k])) for k in LIVE)
     assert (ok.state, ok.exit_code, ok.reason) == (JobState.SUCCEEDED, 0, None)
     assert ok.usage is not None
     assert (ok.usage.elapsed_s, ok.usage.cores, ok.usage.nodes) == (2.0, 2, 1)
@@ -165,18 +169,18 @@ def test_jobs_in_slurmctld_read_state_wait_status_and_usage() -> None:
 def test_states_and_wait_statuses_translate(job_state: str, raw: int, state: JobState,
                                             settling: bool, exit_code: int | None,
                                             reason: str | None) -> None:
-    status = rest.status_of(API.live({**LIVE["ok"], "job_state": job_state, "exit_code": raw}))
+    status = api.status_of(API.live({**LIVE["ok"], "job_state": job_state, "exit_code": raw}))
     assert (status.state, status.settling, status.exit_code, status.reason) == (
         state, settling, exit_code, reason)
 
 
 def test_accounting_gives_usage_with_max_rss_but_no_exit_code_for_a_failure() -> None:
-    ok = rest.status_of(API.accounted(ACCOUNTED["ok"]))
+    ok = api.status_of(API.accounted(ACCOUNTED["ok"]))
     assert (ok.state, ok.exit_code) == (JobState.SUCCEEDED, 0)
     assert ok.usage is not None and (ok.usage.cores, ok.usage.nodes, ok.usage.elapsed_s) == (
         2, 1, 2.0)
     assert ok.usage.max_rss_mb == pytest.approx(3039232 / 2**20)
-    failed = rest.status_of(API.accounted(ACCOUNTED["exit3"]))
+    failed = api.status_of(API.accounted(ACCOUNTED["exit3"]))
     assert (failed.state, failed.exit_code, failed.reason) == (JobState.FAILED, None, "failed")
     assert API.accounted(ACCOUNTED["exit3"]).comment == "bh-e3"
 
@@ -184,7 +188,7 @@ def test_accounting_gives_usage_with_max_rss_but_no_exit_code_for_a_failure() ->
 def test_a_signal_in_accounting_is_believed() -> None:
     record = {**ACCOUNTED["exit3"], "exit_code": {
         "status": "SIGNALED", "signal": {"signal_id": 9, "name": "Killed"}}}
-    status = rest.status_of(API.accounted(record))
+    status = api.status_of(API.accounted(record))
     assert (status.exit_code, status.reason) == (137, "killed by signal 9")
 
 
@@ -205,13 +209,13 @@ def test_a_signal_in_accounting_is_believed() -> None:
                        "error": "Invalid job id specified"}]}, False),
 ])
 def test_answers_that_mean_retry_later(status: int, body: dict[str, Any], later: bool) -> None:
-    assert rest.retry_later(status, rest.errors_of(body)) is later
+    assert api.retry_later(status, api.errors_of(body)) is later
 
 
 def test_error_texts_keep_description_and_error() -> None:
     body = {"errors": [{"description": 'Unknown key "frobnicate"', "source": "hsearch_r"},
                        {"error_code": 9001, "error": "Failure during parsing"}]}
-    assert rest.errors_of(body) == [(None, 'Unknown key "frobnicate"'),
+    assert api.errors_of(body) == [(None, 'Unknown key "frobnicate"'),
                                     (9001, "Failure during parsing")]
 
 

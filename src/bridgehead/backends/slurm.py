@@ -16,13 +16,16 @@ Resources, in Slurm terms:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bridgehead.backends.base import confine_working_dir, read_file_range
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import InvalidSpec, SubmitRejected
 
 STATES: dict[str, JobState] = {
     # still waiting for resources (or put back in the queue): the scheduler has it
@@ -100,7 +103,67 @@ RESERVED_ENV = ("SBATCH_", "SLURM_", "BRIDGEHEAD_")
 
 _INT = re.compile(r"[1-9][0-9]{0,6}")
 _NODES = re.compile(r"([1-9][0-9]{0,5})(?:-([1-9][0-9]{0,5}))?")
+_NATIVE_ID = re.compile(r"[0-9]{1,12}")
 _ARGV_WRAPPER = '#!/bin/sh\n# Bridgehead: run the argv given to this script, as given\nexec "$@"\n'
+ARGV_FROM_ENV = r"""#!/bin/sh
+# Bridgehead: run the argv held in BRIDGEHEAD_ARGC and BRIDGEHEAD_ARGV_<i>, as given. eval only
+# sees this fixed text with $i, a number: the words themselves are never parsed by a shell.
+i=0
+n="$BRIDGEHEAD_ARGC"
+set --
+while [ "$i" -lt "$n" ]; do
+    eval "set -- \"\$@\" \"\${BRIDGEHEAD_ARGV_$i}\""
+    unset "BRIDGEHEAD_ARGV_$i"
+    i=$((i + 1))
+done
+unset BRIDGEHEAD_ARGC
+exec "$@"
+"""
+"""The script of a command job where the transport cannot pass script arguments (slurmrestd
+22.05 crashes on its ``argv`` field): the words travel in the environment (:func:`argv_env`)."""
+
+
+def argv_env(argv: Sequence[str]) -> dict[str, str]:
+    """The environment :data:`ARGV_FROM_ENV` rebuilds ``argv`` from."""
+    env = {f"BRIDGEHEAD_ARGV_{i}": word for i, word in enumerate(argv)}
+    env["BRIDGEHEAD_ARGC"] = str(len(argv))
+    return env
+
+
+def native_ids(ids: Iterable[str]) -> list[str]:
+    """The distinct well-formed Slurm job ids among ``ids`` (nothing else is asked about)."""
+    return [i for i in dict.fromkeys(ids) if _NATIVE_ID.fullmatch(i)]
+
+
+class JobFiles:
+    """A job's files on the file system the head node shares with the compute nodes: its
+    stdout/stderr at ``<root>/logs/<native id>.out|.err`` (sbatch's ``%j``), and, unless the job
+    names a working dir (which must be under ``allowed_roots``), ``<root>/work/<job id>/``."""
+
+    def __init__(self, root: Path, allowed_roots: Sequence[Path]) -> None:
+        self.logs, self.work, self.allowed_roots = root / "logs", root / "work", allowed_roots
+
+    def request(self, job_id: str, spec: JobSpec, *, caps: Caps,
+                base_env: Mapping[str, str]) -> SlurmRequest:
+        """The job's request, its directories made (blocking: call it in a thread);
+        SubmitRejected for what Slurm must not be asked."""
+        for directory in (self.logs, self.work / job_id):
+            directory.mkdir(parents=True, exist_ok=True)
+        working_dir = str(self.work / job_id)
+        if spec.working_dir is not None:
+            working_dir = confine_working_dir(spec.working_dir, self.allowed_roots)
+        try:
+            return build_request(job_id, spec, caps=caps, working_dir=working_dir,
+                                 stdout=str(self.logs / "%j.out"),
+                                 stderr=str(self.logs / "%j.err"), base_env=base_env)
+        except InvalidSpec as exc:
+            raise SubmitRejected(exc.message) from exc
+
+    async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
+        if not _NATIVE_ID.fullmatch(native_id):
+            return b""
+        path = self.logs / f"{native_id}.{'out' if stream == 'stdout' else 'err'}"
+        return await asyncio.to_thread(read_file_range, path, offset, limit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

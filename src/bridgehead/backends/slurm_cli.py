@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridgehead.backends import slurm
-from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
+from bridgehead.backends.base import NativeStatus
 from bridgehead.config import SlurmSettings
 from bridgehead.domain.jobs import JobSpec, JobState
-from bridgehead.errors import BackendError, BackendUnavailable, InvalidSpec, SubmitRejected
+from bridgehead.errors import BackendError, BackendUnavailable, SubmitRejected
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ _UNREACHABLE = re.compile(
     r"Problem talking to the database|Connection timed out|Communication connection failure",
     re.IGNORECASE,
 )
-_NATIVE_ID = re.compile(r"[0-9]{1,12}")
 _ENV_KEEP = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
 _SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS"
 
@@ -55,10 +54,8 @@ class SlurmCliBackend:
 
     def __init__(self, settings: SlurmSettings, config: SlurmCliConfig) -> None:
         self.settings = settings
-        self.allowed_roots = config.allowed_roots
-        root = settings.job_root or config.state_dir / "slurm"
-        self.log_dir = root / "logs"
-        self.work_dir = root / "work"
+        self.files = slurm.JobFiles(settings.job_root or config.state_dir / "slurm",
+                                    config.allowed_roots)
         self.calls: Counter[str] = Counter()
         """Scheduler commands run, by name (benchmarks count them per cycle)."""
         self._unaccounted: dict[str, float] = {}
@@ -73,32 +70,22 @@ class SlurmCliBackend:
 
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, job_id: str, spec: JobSpec) -> str:
-        for directory in (self.log_dir, self.work_dir / job_id):
-            directory.mkdir(parents=True, exist_ok=True)
-        working_dir = str(self.work_dir / job_id)
-        if spec.working_dir is not None:
-            working_dir = confine_working_dir(spec.working_dir, self.allowed_roots)
-        try:
-            request = slurm.build_request(
-                job_id, spec, caps=self._caps, working_dir=working_dir,
-                stdout=str(self.log_dir / "%j.out"), stderr=str(self.log_dir / "%j.err"),
-                base_env=self._env)
-        except InvalidSpec as exc:
-            raise SubmitRejected(exc.message) from exc
+        request = await asyncio.to_thread(self.files.request, job_id, spec, caps=self._caps,
+                                          base_env=self._env)
         argv = ["sbatch", "--parsable", *request.sbatch_options()]
         if request.argv:
             argv += ["/dev/stdin", *request.argv]  # the wrapper script, the job's argv after it
         out = await self._run(argv, stdin=request.script.encode(), env=request.env,
                               submit=True)
         native_id = out.strip().split(";")[0]
-        if not _NATIVE_ID.fullmatch(native_id):
+        if not slurm.native_ids([native_id]):
             raise BackendError(f"sbatch answered {out.strip()!r}, not a job id")
         logger.info("job %s submitted to Slurm as %s", job_id, native_id)
         return native_id
 
     # -- poll ------------------------------------------------------------------------------
     async def poll(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
-        ids = [i for i in dict.fromkeys(native_ids) if _NATIVE_ID.fullmatch(i)]
+        ids = slurm.native_ids(native_ids)
         if not ids:
             return {}
         queued = await self._squeue(ids)
@@ -182,7 +169,7 @@ class SlurmCliBackend:
 
     # -- the rest of the protocol -----------------------------------------------------------
     async def cancel(self, native_ids: Sequence[str]) -> None:
-        ids = [i for i in native_ids if _NATIVE_ID.fullmatch(i)]
+        ids = slurm.native_ids(native_ids)
         if not ids:
             return
         try:
@@ -207,10 +194,7 @@ class SlurmCliBackend:
         return sorted({i.strip() for i in found}, key=int)
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
-        if not _NATIVE_ID.fullmatch(native_id):
-            return b""
-        path = self.log_dir / f"{native_id}.{'out' if stream == 'stdout' else 'err'}"
-        return await asyncio.to_thread(read_file_range, path, offset, limit)
+        return await self.files.read_log(native_id, stream, offset, limit)
 
     def free_slots(self) -> int | None:
         return None  # Slurm queues what it cannot run yet

@@ -91,7 +91,16 @@ async def test_cancel_a_running_job(backend: Backend) -> None:
     await until(backend, native, frozenset({JobState.RUNNING}))
     await backend.cancel([native])
     status = await until(backend, native)
-    assert status.state is JobState.CANCELLED
+    assert (status.state, status.exit_code) == (JobState.CANCELLED, 143)  # SIGTERM, as local
+
+
+async def test_a_job_over_its_memory_is_killed_as_out_of_memory(backend: Backend) -> None:
+    hog = "import time; x = bytearray(300 << 20); time.sleep(10)"
+    native = await backend.submit("bh-oom", spec_of(
+        backend, command=("python3", "-c", hog), resources=Resources(memory_mb=64)))
+    status = await until(backend, native)
+    assert (status.state, status.exit_code) == (JobState.FAILED, 137)
+    assert status.reason is not None and status.reason.startswith("out of memory"), status
 
 
 async def test_pass_through_options_and_caps_in_scontrol(backend: Backend, lab: Lab) -> None:
@@ -143,6 +152,25 @@ async def test_cli_polls_many_jobs_with_at_most_two_commands(lab: Lab, tmp_path:
             break
         await asyncio.sleep(0.5)
     assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+
+
+async def test_rest_polls_many_jobs_with_at_most_two_requests(lab: Lab, tmp_path: Path) -> None:
+    backend = lab.backend("slurm_rest", "beta", tmp_path)
+    try:
+        natives = [await backend.submit(f"bh-many-{i}", JobSpec(cluster="beta",
+                                                                command=("true",)))
+                   for i in range(12)]
+        calls = backend.calls  # type: ignore[attr-defined]
+        for _ in range(40):
+            calls.clear()
+            statuses = await backend.poll([*natives, "987654"])  # one long gone
+            assert calls["jobs"] == 1 and calls["accounting"] <= 1, calls
+            if len(statuses) == 12 and all(s.state.terminal for s in statuses.values()):
+                break
+            await asyncio.sleep(0.5)
+        assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+    finally:
+        await backend.close()
 
 
 async def test_walltime_ends_timed_out_on_both_transports(lab: Lab, tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ import asyncio
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bridgehead.backends.base import confine_working_dir, read_file_range
+from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
 from bridgehead.errors import InvalidSpec, SubmitRejected
 
@@ -104,6 +104,7 @@ RESERVED_ENV = ("SBATCH_", "SLURM_", "BRIDGEHEAD_")
 _INT = re.compile(r"[1-9][0-9]{0,6}")
 _NODES = re.compile(r"([1-9][0-9]{0,5})(?:-([1-9][0-9]{0,5}))?")
 _NATIVE_ID = re.compile(r"[0-9]{1,12}")
+_MEMORY_KILL = re.compile(rb"Exceeded (job|step) memory limit|oom[-_ ]kill", re.IGNORECASE)
 _ARGV_WRAPPER = '#!/bin/sh\n# Bridgehead: run the argv given to this script, as given\nexec "$@"\n'
 ARGV_FROM_ENV = r"""#!/bin/sh
 # Bridgehead: run the argv held in BRIDGEHEAD_ARGC and BRIDGEHEAD_ARGV_<i>, as given. eval only
@@ -158,6 +159,19 @@ class JobFiles:
                                  stderr=str(self.logs / "%j.err"), base_env=base_env)
         except InvalidSpec as exc:
             raise SubmitRejected(exc.message) from exc
+
+    async def explain(self, native_id: str, status: NativeStatus) -> NativeStatus:
+        """``status``, with the reason "out of memory" for a job SIGKILLed after slurmstepd
+        said so in its stderr: without cgroups, Slurm's memory enforcement (jobacct_gather's
+        OverMemoryKill) ends such a job FAILED 0:9, not OUT_OF_MEMORY."""
+        if status.state is not JobState.FAILED or status.exit_code != 128 + 9:
+            return status
+        path = self.logs / f"{native_id}.err"
+        size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else 0)
+        tail = await self.read_log(native_id, "stderr", max(0, size - 8192), 8192)
+        if _MEMORY_KILL.search(tail):
+            return replace(status, reason=REASONS["OUT_OF_MEMORY"])
+        return status
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         if not _NATIVE_ID.fullmatch(native_id):

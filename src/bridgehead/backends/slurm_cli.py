@@ -153,18 +153,22 @@ class SlurmCliBackend:
                                f"--format={_SACCT_FIELDS}", f"--jobs={','.join(ids)}"])
         rows: dict[str, list[str]] = {}
         rss: dict[str, float] = {}
+        batch_exit: dict[str, str] = {}
         for line in out.splitlines():
             cells = line.split("|")
             if len(cells) != 7 or not cells[0]:
                 continue
-            base, dot, _step = cells[0].partition(".")
+            base, dot, step = cells[0].partition(".")
             if dot:
                 mb = slurm.parse_memory_mb(cells[6])
                 if mb is not None:
                     rss[base] = max(rss.get(base, 0.0), mb)
+                if step == "batch":
+                    batch_exit[base] = cells[2]
             else:
                 rows[base] = cells
-        return {native_id: _status_from_sacct(cells, rss.get(native_id))
+        return {native_id: await self.files.explain(native_id, _status_from_sacct(
+                    cells, rss.get(native_id), batch_exit.get(native_id)))
                 for native_id, cells in rows.items()}
 
     # -- the rest of the protocol -----------------------------------------------------------
@@ -237,11 +241,14 @@ class SlurmCliBackend:
         raise BackendError(f"{name}: {message}")
 
 
-def _status_from_sacct(cells: list[str], max_rss_mb: float | None) -> NativeStatus:
+def _status_from_sacct(cells: list[str], max_rss_mb: float | None,
+                       batch_exit: str | None) -> NativeStatus:
     _id, raw_state, exit_code, elapsed, cpus, nodes, _rss = cells
     state = slurm.to_state(raw_state)
     if not state.terminal:
         return NativeStatus(state=state, settling=slurm.base_state(raw_state) in slurm.SETTLING)
+    if exit_code in ("", "0:0") and state is not JobState.SUCCEEDED and batch_exit:
+        exit_code = batch_exit  # cancelled or timed out: the signal is on the batch step
     code, signum = slurm.exit_status(exit_code)
     name = slurm.base_state(raw_state)
     if state is JobState.SUCCEEDED and code:

@@ -191,7 +191,8 @@ class SlurmRestBackend:
                 code, signum = self._exits[native_id]
                 record = dataclasses.replace(record, exit_code=code, signal=signum)
             result[native_id] = status_of(record)
-        return result
+        return {native_id: await self.files.explain(native_id, status)
+                for native_id, status in result.items()}
 
     async def _live(self, api: ApiVersion) -> dict[str, JobRecord]:
         """Every job slurmctld holds, by native id: ONE request."""

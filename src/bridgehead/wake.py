@@ -32,6 +32,25 @@ def send_wake(path: str | Path, message: str = "") -> bool:
         return False
 
 
+def prune_dead(directory: Path, keep: Path) -> int:
+    """Remove the sockets in a shared wake dir that nobody listens on any more (agents killed
+    before they could clean up), so hooks stop sending to them. How many were removed."""
+    removed = 0
+    for path in directory.glob("*.sock"):
+        if path == keep:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect(os.fspath(path))  # sends nothing: a live agent is not woken
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 class WakeListener:
     """The agent's end: calls ``on_wake`` (in the event loop) for every datagram received."""
 

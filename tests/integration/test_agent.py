@@ -47,12 +47,33 @@ async def test_a_lost_answer_to_submitting_does_not_strand_the_job(
     # the agent's first 'submitting' report landed, but its answer never came back
     await store.transition([Transition(job_id=claimed.id, state=JobState.SUBMITTING)],
                            agent_id=agent.agent_id)
-    await agent._submit(claimed)  # the retry is refused by CAS: the agent must carry on
-    assert res.job.id in agent.tracked
+    agent._to_submit[claimed.id] = claimed
+    await agent._submit_pending()  # the retry is refused by CAS: the agent must carry on
+    assert res.job.id in agent.tracked and not agent._to_submit
     await agent._flush_all()
     job = await store.get(res.job.id)
     assert job.state is JobState.SUBMITTED and job.native_id == res.job.id
     assert (tmp_path / "agent" / "local" / "jobs" / res.job.id).is_dir()
+
+
+async def test_a_lost_answer_after_the_scheduler_took_the_job_adopts_it(
+    setup: tuple[Agent, JobStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, store = setup
+    await store.submit([JobSpec(cluster="local", command=("sleep", "5"))])
+    [claimed] = await store.claim("local", agent.agent_id, limit=1, lease_s=60)
+    await store.transition([Transition(job_id=claimed.id, state=JobState.SUBMITTING)],
+                           agent_id=agent.agent_id)
+    native = await agent.backend.submit(claimed.id, claimed.spec)  # that try reached it
+    agent._to_submit[claimed.id] = claimed
+    with caplog.at_level("INFO", logger="bridgehead"):
+        await agent._submit_pending()
+    assert agent.tracked[claimed.id].native_id == native
+    # adopted by its tag, not submitted again (the local backend's submit is idempotent: only
+    # the agent's own account tells the two apart)
+    assert f"job {claimed.id} found on the scheduler as {native}: adopting it" in caplog.text
+    assert "already submitted" not in caplog.text
+    await agent.backend.cancel([native])
 
 
 async def test_a_job_cancelled_before_submission_is_not_submitted(
@@ -62,7 +83,9 @@ async def test_a_job_cancelled_before_submission_is_not_submitted(
     [res] = await store.submit([JobSpec(cluster="local", command=("true",))])
     [claimed] = await store.claim("local", agent.agent_id, limit=1, lease_s=60)
     await store.request_cancel(res.job.id)
-    await agent._submit(claimed)
+    agent._to_submit[claimed.id] = claimed
+    await agent._submit_pending()
+    assert not agent._to_submit
     assert res.job.id not in agent.tracked
     assert not (tmp_path / "agent" / "local" / "jobs" / res.job.id).exists()
     assert (await store.get(res.job.id)).state is JobState.CANCELLED

@@ -57,7 +57,12 @@ def test_alpha_and_beta_run_concurrently_through_one_server(
                      command=("sh", "-c", 'echo "$1 on $SLURM_CLUSTER_NAME"', "sh", f"job{i}"))
              for cluster in ("alpha", "beta") for i in range(6)]
     jobs = bh.submit_many(specs)
+    refused = bh.submit(JobSpec(cluster="alpha", command=("true",),
+                                scheduler_options=("--array=1-3",)))
     done = [bh.wait(j.id, until="terminal", timeout=120) for j in jobs]
+    refused = bh.wait(refused.id, until="terminal", timeout=60)
+    assert refused.state is JobState.FAILED and refused.native_id is None
+    assert "--array is not allowed" in (refused.reason or "")  # failed once, not retried
     assert Counter(j.state for j in done) == Counter({JobState.SUCCEEDED: 12})
     for job, spec in zip(done, specs, strict=True):
         assert job.usage is not None and job.usage.cores >= 1, job

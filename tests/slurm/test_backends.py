@@ -94,6 +94,14 @@ async def test_cancel_a_running_job(backend: Backend) -> None:
     assert (status.state, status.exit_code) == (JobState.CANCELLED, 143)  # SIGTERM, as local
 
 
+async def test_a_held_job_cancelled_has_no_exit_code(backend: Backend) -> None:
+    native = await backend.submit("bh-held", spec_of(backend, command=("true",),
+                                                     scheduler_options=("--hold",)))
+    await backend.cancel([native])
+    status = await until(backend, native)
+    assert status.state is JobState.CANCELLED and status.exit_code is None, status  # never ran
+
+
 async def test_a_job_over_its_memory_is_killed_as_out_of_memory(backend: Backend) -> None:
     hog = "import time; x = bytearray(300 << 20); time.sleep(10)"
     native = await backend.submit("bh-oom", spec_of(

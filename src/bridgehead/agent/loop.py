@@ -39,7 +39,7 @@ from bridgehead.errors import (
     SubmitRejected,
 )
 from bridgehead.store.base import LogChunk
-from bridgehead.wake import WakeListener
+from bridgehead.wake import WakeListener, prune_dead
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,11 @@ class Agent:
         self.tracked: dict[str, Tracked] = {}
         self._to_submit: dict[str, Job] = {}
         self._uncertain: set[str] = set()
-        """Jobs whose last submit failed as "unavailable": look the tag up before retrying."""
+        """Jobs that may be on the scheduler already (a submit that failed as "unavailable", a
+        lost answer): look the tag up before submitting them."""
+        self._finished: dict[str, float] = {}
+        """Jobs seen ending (monotonic time): their end may still be in the outbox, so the
+        server's "in flight" list must not bring them back."""
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
         self._wake_flush = asyncio.Event()
@@ -91,7 +95,8 @@ class Agent:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.wake_socket.parent.mkdir(parents=True, exist_ok=True)
         wake = WakeListener(self.settings.wake_socket, lambda _msg: self._wake_poll.set())
-        wake.open()
+        if wake.open() and self.settings.wake_dir is not None:
+            prune_dead(self.settings.wake_dir, keep=self.settings.wake_socket)
         await self._until_server(self._flush_all)
         await self._until_server(self._adopt)
         tasks = [asyncio.create_task(self._supervise(name, fn), name=name) for name, fn in (
@@ -161,29 +166,43 @@ class Agent:
             await self._submit_pending()
 
     async def _submit_pending(self) -> None:
-        for job_id, job in list(self._to_submit.items()):
-            try:
-                await self._submit(job)
-            except BackendUnavailable as exc:
-                logger.warning("scheduler unavailable, will retry job %s: %s", job_id, exc)
-                return
-            self._to_submit.pop(job_id, None)
+        if not self._to_submit:
+            return
+        await self._mark_submitting()
+        try:
+            for job_id, job in list(self._to_submit.items()):
+                try:
+                    await self._submit(job)
+                except BackendUnavailable as exc:
+                    logger.warning("scheduler unavailable, will retry job %s: %s", job_id, exc)
+                    return
+                self._to_submit.pop(job_id, None)
+        finally:
+            self._wake_poll.set()  # one poll for the whole batch
 
-    async def _submit(self, job: Job) -> None:
-        if job.state is JobState.CLAIMED:
-            [ok] = await self.client.report(
-                self.settings.cluster, self.agent_id,
-                transitions=[Transition(job_id=job.id, state=JobState.SUBMITTING)])
+    async def _mark_submitting(self) -> None:
+        """Move every claimed job to ``submitting`` with ONE compare-and-set report, before the
+        scheduler sees any of them. A refused move means the job was cancelled or taken over,
+        or an earlier try of this report landed and only its answer was lost: the server says
+        which, and in the last case the tag decides before the job is submitted."""
+        claimed = [job for job in self._to_submit.values() if job.state is JobState.CLAIMED]
+        if not claimed:
+            return
+        oks = await self.client.report(
+            self.settings.cluster, self.agent_id,
+            transitions=[Transition(job_id=j.id, state=JobState.SUBMITTING) for j in claimed])
+        for job, ok in zip(claimed, oks, strict=True):
             if not ok:
                 current = await self.client.get(job.id)
                 if current.state is not JobState.SUBMITTING or current.agent_id != self.agent_id:
                     logger.info("job %s was cancelled or taken over before submission", job.id)
-                    return
-                # an earlier try of this report landed and only its answer was lost
-                if await self._adopt_by_tag(current):
-                    return
-            self._to_submit[job.id] = job = replace(job, state=JobState.SUBMITTING)
-        elif job.id in self._uncertain and await self._adopt_by_tag(job):
+                    self._to_submit.pop(job.id, None)
+                    continue
+                self._uncertain.add(job.id)
+            self._to_submit[job.id] = replace(job, state=JobState.SUBMITTING)
+
+    async def _submit(self, job: Job) -> None:
+        if job.id in self._uncertain and await self._adopt_by_tag(job):
             self._uncertain.discard(job.id)
             return
         try:
@@ -201,12 +220,13 @@ class Agent:
         self._uncertain.discard(job.id)
         self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=native_id))
         self.tracked[job.id] = Tracked(job=job, native_id=native_id)
-        self._wake_poll.set()
 
     async def _adopt(self) -> None:
         """Take back in-flight jobs (after a restart, or from an agent whose lease expired)."""
+        now = time.monotonic()
+        self._finished = {i: at for i, at in self._finished.items() if now - at < 600}
         for job in await self.client.adopt(self.settings.cluster, self.agent_id):
-            if job.id in self.tracked or job.id in self._to_submit:
+            if job.id in self.tracked or job.id in self._to_submit or job.id in self._finished:
                 continue
             if job.state is JobState.CLAIMED:
                 self._to_submit[job.id] = job
@@ -298,6 +318,7 @@ class Agent:
             if t.state.terminal:
                 self.tracked.pop(t.job.id)
                 self.outbox.forget_offsets(t.job.id)
+                self._finished[t.job.id] = time.monotonic()
         return settling
 
     async def _read_logs(self, t: Tracked) -> list[LogChunk]:

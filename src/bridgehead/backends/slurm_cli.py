@@ -5,8 +5,9 @@ agent's own variables (its token among them) never reach sbatch or the job. A jo
 given to a two-line wrapper script as its arguments, so shell metacharacters stay literal.
 
 One poll cycle costs at most two commands whatever the number of jobs: ONE ``squeue`` for
-all in-flight jobs and ONE ``sacct`` for those that left the queue or ended in it (exit code,
-usage). A job missing from squeue is never taken as succeeded: only sacct says how it ended.
+all in-flight jobs and ONE ``sacct`` for those that left the queue, ended in it, or are
+completing (exit code, usage). A job missing from squeue is never taken as succeeded: only
+sacct says how it ended.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bridgehead.backends import slurm
@@ -38,7 +39,9 @@ _UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 _ENV_KEEP = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
-_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS"
+_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS,Start"
+STEP_GRACE_S = 10.0
+"""How long to wait for a signalled job's batch-step record (its signal) in accounting."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +96,8 @@ class SlurmCliBackend:
         ask_sacct = []
         for native_id in ids:
             raw = queued.get(native_id)
-            if raw is None or slurm.to_state(raw).terminal:
+            # COMPLETING: its processes ended and sacct already has how (the epilog still runs)
+            if raw is None or slurm.to_state(raw).terminal or slurm.base_state(raw) == "COMPLETING":
                 ask_sacct.append(native_id)
             else:
                 result[native_id] = NativeStatus(state=slurm.to_state(raw),
@@ -112,11 +116,20 @@ class SlurmCliBackend:
                queued_raw: str | None) -> NativeStatus | None:
         """How a job that left the queue (or ended in it) ended. Accounting lags slurmctld:
         until sacct has the final record, the job is 'settling' in its last known state."""
+        if accounted is not None and accounted.state.terminal and accounted.settling:
+            # ended by a signal whose batch-step record has not reached accounting yet
+            first = self._unaccounted.setdefault(native_id, time.monotonic())
+            if time.monotonic() - first < STEP_GRACE_S:
+                return NativeStatus(state=self._last.get(native_id, JobState.RUNNING),
+                                    settling=True)
+            accounted = replace(accounted, settling=False)  # its signal stays unknown
         if accounted is not None and (accounted.state.terminal or queued_raw is None):
             self._unaccounted.pop(native_id, None)
             return accounted
         if queued_raw is None:
             return None  # unknown to both: the agent decides, after its grace, that it is lost
+        if not slurm.to_state(queued_raw).terminal:  # completing; sacct not there yet
+            return NativeStatus(state=JobState.RUNNING, settling=True)
         first = self._unaccounted.setdefault(native_id, time.monotonic())
         state = slurm.to_state(queued_raw)
         if time.monotonic() - first < self.settings.accounting_grace_s:
@@ -156,7 +169,7 @@ class SlurmCliBackend:
         batch_exit: dict[str, str] = {}
         for line in out.splitlines():
             cells = line.split("|")
-            if len(cells) != 7 or not cells[0]:
+            if len(cells) != 8 or not cells[0]:
                 continue
             base, dot, step = cells[0].partition(".")
             if dot:
@@ -243,19 +256,27 @@ class SlurmCliBackend:
 
 def _status_from_sacct(cells: list[str], max_rss_mb: float | None,
                        batch_exit: str | None) -> NativeStatus:
-    _id, raw_state, exit_code, elapsed, cpus, nodes, _rss = cells
+    _id, raw_state, exit_code, elapsed, cpus, nodes, _rss, start = cells
     state = slurm.to_state(raw_state)
     if not state.terminal:
         return NativeStatus(state=state, settling=slurm.base_state(raw_state) in slurm.SETTLING)
-    if exit_code in ("", "0:0") and state is not JobState.SUCCEEDED and batch_exit:
-        exit_code = batch_exit  # cancelled or timed out: the signal is on the batch step
     code, signum = slurm.exit_status(exit_code)
+    pending_signal = False
+    started = start not in ("", "None", "Unknown")
+    if not started:
+        code, signum = None, None  # it never ran: no exit code to speak of
+    elif exit_code in ("", "0:0") and state is not JobState.SUCCEEDED:
+        # cancelled or timed out once started: the signal is on the batch step, whose
+        # record reads 0:0 (or is missing) for a moment before it does
+        pending_signal = batch_exit in (None, "", "0:0")
+        code, signum = (None, None) if pending_signal else slurm.exit_status(batch_exit)
     name = slurm.base_state(raw_state)
     if state is JobState.SUCCEEDED and code:
         state = JobState.FAILED  # never seen, but a non-zero exit is never a success
     return NativeStatus(
         state=state, exit_code=code, reason=slurm.reason_for(name, code, signum),
-        usage=slurm.usage_of(float(elapsed or 0), int(cpus or 0), int(nodes or 0), max_rss_mb))
+        usage=slurm.usage_of(float(elapsed or 0), int(cpus or 0), int(nodes or 0), max_rss_mb),
+        settling=pending_signal)
 
 
 def _message(err: bytes) -> str:

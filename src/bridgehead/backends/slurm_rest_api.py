@@ -124,7 +124,7 @@ def _live_v38(job: Json) -> JobRecord:
     started = bool(job.get("nodes"))  # a job cancelled while pending never had nodes
     start, end = _int(job.get("start_time")), _int(job.get("end_time"))
     raw = job.get("exit_code")  # the raw wait status: 768 = exit 3, 15 = SIGTERM
-    code, signum = slurm.exit_from_wait_status(raw if isinstance(raw, int) else None)
+    code, signum = slurm.exit_from_wait_status(raw if isinstance(raw, int) and started else None)
     return JobRecord(
         native_id=str(job.get("job_id")), state=str(job.get("job_state") or ""),
         comment=str(job.get("comment") or ""), exit_code=code, signal=signum,

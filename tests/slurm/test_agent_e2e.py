@@ -96,29 +96,32 @@ def test_agent_killed_right_after_sbatch_submits_exactly_once(
     assert sacct_tagged(lab, cluster, job.id) == [done.native_id]  # ONE Slurm job
 
 
-def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client],
-                                                lab: Lab) -> None:
+@pytest.mark.parametrize("cluster", ["alpha", "beta"])
+def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client], lab: Lab,
+                                                cluster: str) -> None:
     s, bh = bh_stack
     # Slurm commands retry a missing controller for ~9 s before they fail: a 4 s timeout
     # makes the agent meet the outage as timeouts, the harder case for submissions (a timed
     # out sbatch may or may not have queued the job)
-    agent = start_slurm_agent(s, lab, "alpha", BRIDGEHEAD_SLURM__COMMAND_TIMEOUT_S="4")
-    jobs = bh.submit_many([JobSpec(cluster="alpha", command=("sleep", "4"))] * 4)
+    agent = start_slurm_agent(s, lab, cluster, BRIDGEHEAD_SLURM__COMMAND_TIMEOUT_S="4")
+    jobs = bh.submit_many([JobSpec(cluster=cluster, command=("sleep", "4"))] * 4)
     eventually(lambda: any(bh.get(j.id).state is JobState.RUNNING for j in jobs), 60,
                what="a job to run")
-    lab.lab_cmd("stop-ctld", "alpha")
+    lab.lab_cmd("stop-ctld", cluster)
     try:
-        late = bh.submit(JobSpec(cluster="alpha", command=("true",)))  # meets the outage
+        late = bh.submit(JobSpec(cluster=cluster, command=("true",)))  # meets the outage
         time.sleep(10)  # the agent sees the controller gone and changes nothing
         assert all(not bh.get(j.id).terminal for j in jobs)
         assert bh.get(late.id).state is JobState.SUBMITTING
     finally:
-        lab.lab_cmd("start-ctld", "alpha")
+        lab.lab_cmd("start-ctld", cluster)
     done = [bh.wait(j.id, until="terminal", timeout=180) for j in [*jobs, late]]
     assert [j.state for j in done] == [JobState.SUCCEEDED] * 5
     assert agent.alive
     assert re.search(r"scheduler unavailable", agent.output())
-    assert len(sacct_tagged(lab, "alpha", late.id)) == 1
+    # a listing lags a moment behind a job's end: wait for it to show, then count
+    assert len(eventually(lambda: sacct_tagged(lab, cluster, late.id), 30,
+                          what="sacct to list the late job")) == 1
 
 
 def test_epilog_hook_reports_a_job_end_long_before_the_poll_interval(

@@ -97,13 +97,16 @@ def show_clusters(clusters: list[dict[str, Any]], *, as_json: bool = False) -> N
     if as_json:
         print(json.dumps(clusters))
         return
-    table = Table("cluster", "backend", "status", "queued", "running", "in flight", "agent")
+    table = Table("cluster", "backend", "status", "queued", "running", "in flight", "labels",
+                  "agent")
     for c in clusters:
         counts = c["counts"]
         flying = sum(counts.get(s, 0) for s in ("claimed", "submitting", "submitted"))
         status = "[green]online[/]" if c["online"] else "[red]offline[/]"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted((c.get("labels") or {}).items()))
         table.add_row(c["name"], c["backend"], status, str(counts.get("queued", 0)),
-                      str(counts.get("running", 0)), str(flying), c["agent_id"] or "-")
+                      str(counts.get("running", 0)), str(flying), labels or "-",
+                      c["agent_id"] or "-")
     console.print(table)
 
 

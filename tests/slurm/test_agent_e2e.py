@@ -104,9 +104,12 @@ def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client],
     # makes the agent meet the outage as timeouts, the harder case for submissions (a timed
     # out sbatch may or may not have queued the job)
     agent = start_slurm_agent(s, lab, cluster, BRIDGEHEAD_SLURM__COMMAND_TIMEOUT_S="4")
-    jobs = bh.submit_many([JobSpec(cluster=cluster, command=("sleep", "4"))] * 4)
-    eventually(lambda: any(bh.get(j.id).state is JobState.RUNNING for j in jobs), 60,
-               what="a job to run")
+    jobs = bh.submit_many([JobSpec(cluster=cluster, command=(
+        "sh", "-c", "echo started; sleep 4"))] * 2)
+    # really running on the node: a job slurmctld has started but whose launch message it
+    # had not yet sent when it died stays "running" there for good (a Slurm matter)
+    eventually(lambda: all(bh.read_logs(j.id)[0] == b"started\n" for j in jobs), 60,
+               what="both jobs to start")
     lab.lab_cmd("stop-ctld", cluster)
     try:
         late = bh.submit(JobSpec(cluster=cluster, command=("true",)))  # meets the outage
@@ -116,7 +119,7 @@ def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client],
     finally:
         lab.lab_cmd("start-ctld", cluster)
     done = [bh.wait(j.id, until="terminal", timeout=180) for j in [*jobs, late]]
-    assert [j.state for j in done] == [JobState.SUCCEEDED] * 5
+    assert [j.state for j in done] == [JobState.SUCCEEDED] * 3
     assert agent.alive
     assert re.search(r"scheduler unavailable", agent.output())
     # a listing lags a moment behind a job's end: wait for it to show, then count

@@ -96,20 +96,23 @@ class SlurmCliBackend:
         ask_sacct = []
         for native_id in ids:
             raw = queued.get(native_id)
+            state = slurm.to_state(raw) if raw is not None else None
             # COMPLETING: its processes ended and sacct already has how (the epilog still runs)
-            if raw is None or slurm.to_state(raw).terminal or slurm.base_state(raw) == "COMPLETING":
+            if state is None or state.terminal or slurm.base_state(raw or "") == "COMPLETING":
                 ask_sacct.append(native_id)
             else:
-                result[native_id] = NativeStatus(state=slurm.to_state(raw),
-                                                 settling=slurm.base_state(raw) in slurm.SETTLING)
+                result[native_id] = NativeStatus(
+                    state=state, settling=slurm.base_state(raw or "") in slurm.SETTLING)
         if ask_sacct:
             accounted = await self._sacct(ask_sacct)
             for native_id in ask_sacct:
                 status = self._ended(native_id, accounted.get(native_id), queued.get(native_id))
                 if status is not None:
                     result[native_id] = status
+        # the agent asks for all its jobs each time: what it no longer asks about is forgotten
         self._last = {native_id: status.state for native_id, status in result.items()
-                      if not status.state.terminal}  # the agent asks for all its jobs each time
+                      if not status.state.terminal}
+        self._unaccounted = {i: t for i, t in self._unaccounted.items() if i in self._last}
         return result
 
     def _ended(self, native_id: str, accounted: NativeStatus | None,

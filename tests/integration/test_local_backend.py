@@ -275,9 +275,8 @@ async def test_restart_finds_and_finishes_jobs(make_backend: MakeBackend, workdi
     del first
 
     second = make_backend()
-    assert await second.find("running") == ["running"]
-    assert await second.find("queued") == ["queued"]
-    assert await second.find("unknown") == []
+    assert await second.find(["running", "queued", "unknown"]) == {
+        "running": ["running"], "queued": ["queued"], "unknown": []}
     assert (await second.poll(["running"]))["running"].state is JobState.RUNNING
     assert await second.poll(["unknown"]) == {}
     (workdir / "release").touch()
@@ -367,7 +366,7 @@ async def test_working_dir_must_be_inside_allowed_roots(
         await backend.submit("symlink", command("/bin/true", working_dir=str(allowed / "escape")))
     with pytest.raises(SubmitRejected, match="does not exist"):
         await backend.submit("missing", command("/bin/true", working_dir=str(allowed / "nope")))
-    assert await backend.find("outside") == []
+    assert await backend.find(["outside"]) == {"outside": []}
     await wait_for(backend, "inside", [JobState.SUCCEEDED])
 
 
@@ -381,7 +380,7 @@ async def test_bad_job_ids_are_rejected(make_backend: MakeBackend, bad: str) -> 
     with pytest.raises(InvalidSpec):
         await backend.cancel([bad])
     with pytest.raises(InvalidSpec):
-        await backend.find(bad)
+        await backend.find([bad])
     with pytest.raises(InvalidSpec):
         await backend.read_log(bad, "stdout", 0, 10)
 

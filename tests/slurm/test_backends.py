@@ -64,8 +64,7 @@ async def test_success_with_logs_usage_and_tag(backend: Backend, lab: Lab) -> No
     assert status.usage is not None and status.usage.cores == 2 and status.usage.nodes == 1
     assert await log_of(backend, native) == f"hello {tag}\n"
     assert await log_of(backend, native, "stderr") == "oops\n"
-    assert await backend.find(tag) == [native]
-    assert await backend.find("no-such-tag") == []
+    assert await backend.find([tag, "no-such-tag"]) == {tag: [native], "no-such-tag": []}
 
 
 async def test_non_zero_exit_fails_with_its_code(backend: Backend) -> None:

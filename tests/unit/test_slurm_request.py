@@ -141,3 +141,8 @@ def test_a_job_needs_a_cluster_or_labels_to_route_by() -> None:
     with pytest.raises(InvalidSpec, match="give a cluster, or cluster_labels"):
         JobSpec(command=("true",))
     assert JobSpec(cluster_labels={"site": "x"}, command=("true",)).cluster == ""
+
+
+def test_tagged_maps_every_asked_tag_to_its_jobs_oldest_first() -> None:
+    rows = [("12", "a"), ("9", "a"), ("13", "b"), ("14", "(null)"), ("x", "a"), ("9", "a")]
+    assert slurm.tagged(["a", "c"], rows) == {"a": ["9", "12"], "c": []}

@@ -170,6 +170,21 @@ class Agent:
             return
         await self._mark_submitting()
         try:
+            uncertain = [job for job in self._to_submit.values() if job.id in self._uncertain]
+            try:
+                missing = await self._adopt_found(uncertain)
+            except BackendUnavailable as exc:
+                logger.warning("scheduler unavailable, will retry %d jobs: %s",
+                               len(self._to_submit), exc)
+                return
+            for job in missing:  # not on the scheduler: submit it, unless it was cancelled
+                self._uncertain.discard(job.id)
+                if job.cancel_requested:
+                    self._to_submit.pop(job.id, None)
+                    self._record(Transition(job_id=job.id, state=JobState.CANCELLED,
+                                            reason="cancelled before it reached the scheduler"))
+                else:
+                    logger.info("job %s not on the scheduler: submitting it", job.id)
             for job_id, job in list(self._to_submit.items()):
                 try:
                     await self._submit(job)
@@ -202,9 +217,6 @@ class Agent:
             self._to_submit[job.id] = replace(job, state=JobState.SUBMITTING)
 
     async def _submit(self, job: Job) -> None:
-        if job.id in self._uncertain and await self._adopt_by_tag(job):
-            self._uncertain.discard(job.id)
-            return
         try:
             native_id = await self.backend.submit(job.id, job.spec)
         except BackendUnavailable:
@@ -228,33 +240,35 @@ class Agent:
         for job in await self.client.adopt(self.settings.cluster, self.agent_id):
             if job.id in self.tracked or job.id in self._to_submit or job.id in self._finished:
                 continue
-            if job.state is JobState.CLAIMED:
+            if job.state in (JobState.CLAIMED, JobState.SUBMITTING):
                 self._to_submit[job.id] = job
-            elif job.state is JobState.SUBMITTING:
-                await self._reconcile(job)
+                if job.state is JobState.SUBMITTING:  # may have reached the scheduler
+                    self._uncertain.add(job.id)
             else:
                 self.tracked[job.id] = Tracked(job=job, native_id=job.native_id, state=job.state)
                 logger.info("adopted job %s (%s %s)", job.id, job.state, job.native_id)
 
-    async def _adopt_by_tag(self, job: Job) -> bool:
-        """If the scheduler has a job tagged with this id, adopt it (True)."""
-        found = await self.backend.find(job.id)
-        if not found:
-            return False
-        logger.info("job %s found on the scheduler as %s: adopting it", job.id, found[0])
-        self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=found[0]))
-        self.tracked[job.id] = Tracked(job=job, native_id=found[0])
-        return True
-
-    async def _reconcile(self, job: Job) -> None:
-        if await self._adopt_by_tag(job):
-            return
-        if job.cancel_requested:
-            self._record(Transition(job_id=job.id, state=JobState.CANCELLED,
-                                    reason="cancelled before it reached the scheduler"))
-        else:
-            logger.info("job %s not on the scheduler: submitting it", job.id)
-            self._to_submit[job.id] = job
+    async def _adopt_found(self, jobs: list[Job]) -> list[Job]:
+        """Adopt those of ``jobs`` the scheduler has under their tag (one query for all);
+        return the others."""
+        if not jobs:
+            return []
+        found = await self.backend.find([job.id for job in jobs])
+        missing = []
+        for job in jobs:
+            natives = found.get(job.id) or []
+            if not natives:
+                missing.append(job)
+                continue
+            if len(natives) > 1:  # never by Bridgehead's doing: someone resubmitted by hand?
+                logger.error("job %s is on the scheduler %d times (%s)", job.id, len(natives),
+                             ", ".join(natives))
+            logger.info("job %s found on the scheduler as %s: adopting it", job.id, natives[0])
+            self._uncertain.discard(job.id)
+            self._to_submit.pop(job.id, None)
+            self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=natives[0]))
+            self.tracked[job.id] = Tracked(job=job, native_id=natives[0])
+        return missing
 
     async def _cancel(self, job_ids: list[str]) -> None:
         targets = [t for i in job_ids if (t := self.tracked.get(i)) and not t.cancel_sent]

@@ -55,8 +55,9 @@ class Backend(Protocol):
         """Ask the scheduler to cancel these jobs; their end is seen by the next poll."""
         ...
 
-    async def find(self, tag: str) -> list[str]:
-        """Native ids of the jobs tagged ``tag`` (reconciliation after a crash)."""
+    async def find(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        """Native ids of the jobs tagged with each of ``tags``, in one query (reconciliation
+        after a crash); a tag found nowhere maps to ``[]``."""
         ...
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:

@@ -151,9 +151,9 @@ class LocalBackend:
         ids = [check_job_id(i) for i in native_ids]
         await self._io(self._cancel_sync, ids)
 
-    async def find(self, tag: str) -> list[str]:
-        job = self._job(check_job_id(tag))
-        return [tag] if await self._io(job.exists) else []
+    async def find(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        jobs = {tag: self._job(check_job_id(tag)) for tag in tags}
+        return {tag: [tag] if await self._io(job.exists) else [] for tag, job in jobs.items()}
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         job = self._job(check_job_id(native_id))

@@ -131,6 +131,15 @@ def argv_env(argv: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def tagged(tags: Sequence[str], jobs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """{tag: native ids, oldest first} from (native id, comment) pairs, for each of ``tags``."""
+    found: dict[str, set[str]] = {tag: set() for tag in tags}
+    for native_id, comment in jobs:
+        if comment in found and _NATIVE_ID.fullmatch(native_id):
+            found[comment].add(native_id)
+    return {tag: sorted(ids, key=int) for tag, ids in found.items()}
+
+
 def native_ids(ids: Iterable[str]) -> list[str]:
     """The distinct well-formed Slurm job ids among ``ids`` (nothing else is asked about)."""
     return [i for i in dict.fromkeys(ids) if _NATIVE_ID.fullmatch(i)]

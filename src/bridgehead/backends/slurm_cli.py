@@ -199,19 +199,16 @@ class SlurmCliBackend:
         except BackendError as exc:  # some had already ended: the others were cancelled
             logger.info("scancel: %s", exc.message)
 
-    async def find(self, tag: str) -> list[str]:
-        """Jobs with comment ``tag``: slurmctld's (pending, running, recently ended) and
-        accounting's (since ``find_window_days``): one squeue and one sacct."""
-        found = []
-        out = await self._run(["squeue", "--noheader", "--states=all", "--format=%i|%k"])
-        found += [i for i, _, c in (line.partition("|") for line in out.splitlines())
-                  if c.strip() == tag]
-        out = await self._run(["sacct", "--noheader", "--parsable2", "--allocations",
-                               "--format=JobIDRaw,Comment",
-                               f"--starttime=now-{self.settings.find_window_days}days"])
-        found += [i for i, _, c in (line.partition("|") for line in out.splitlines())
-                  if c.strip() == tag]
-        return sorted({i.strip() for i in found}, key=int)
+    async def find(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        """Jobs whose comment is one of ``tags``: slurmctld's (pending, running, recently
+        ended) and accounting's (since ``find_window_days``): one squeue and one sacct."""
+        squeue = await self._run(["squeue", "--noheader", "--states=all", "--format=%i|%k"])
+        sacct = await self._run(["sacct", "--noheader", "--parsable2", "--allocations",
+                                 "--format=JobIDRaw,Comment",
+                                 f"--starttime=now-{self.settings.find_window_days}days"])
+        pairs = ((i.strip(), c.strip()) for i, _, c in (
+            line.partition("|") for line in [*squeue.splitlines(), *sacct.splitlines()]))
+        return slurm.tagged(tags, pairs)
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         return await self.files.read_log(native_id, stream, offset, limit)

@@ -231,16 +231,16 @@ class SlurmRestBackend:
             if status != 200 and not any(code == INVALID_JOB_ID for code, _ in errors):
                 logger.info("cancel %s: %s", native_id, describe(status, errors, text))
 
-    async def find(self, tag: str) -> list[str]:
-        """Jobs with comment ``tag``: slurmctld's, and accounting's since ``find_window_days``."""
+    async def find(self, tags: Sequence[str]) -> dict[str, list[str]]:
+        """Jobs whose comment is one of ``tags``: slurmctld's, and accounting's since
+        ``find_window_days``: one request each."""
         api = await self._version()
-        found = {r.native_id for r in (await self._live(api)).values() if r.comment == tag}
+        records = list((await self._live(api)).values())
         if self._accounting:
             window = {"start_time": f"now-{self.settings.find_window_days}days",
                       "skip_steps": "true"}
-            records = await self._accounting_jobs(api, window)
-            found |= {record.native_id for record in records if record.comment == tag}
-        return sorted(found, key=int)
+            records += await self._accounting_jobs(api, window)
+        return slurm.tagged(tags, ((r.native_id, r.comment) for r in records))
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         return await self.files.read_log(native_id, stream, offset, limit)

@@ -83,17 +83,22 @@ def test_alpha_and_beta_run_concurrently_through_one_server(
 @pytest.mark.parametrize("cluster", ["alpha", "beta"])
 def test_agent_killed_right_after_sbatch_submits_exactly_once(
         bh_stack: tuple[Stack, Client], lab: Lab, cluster: str) -> None:
+    """The agent dies right after the scheduler took the first job of a claimed batch: that
+    job is on Slurm, the others not yet, and all are 'submitting' on the server."""
     s, bh = bh_stack
+    jobs = bh.submit_many([JobSpec(cluster=cluster, command=("sh", "-c", "sleep 2; exit 4"))] * 3)
     doomed = start_slurm_agent(s, lab, cluster, BRIDGEHEAD_FAILPOINT="after-backend-submit")
-    job = bh.submit(JobSpec(cluster=cluster, command=("sh", "-c", "sleep 2; exit 4")))
     eventually(lambda: not doomed.alive, 60, what="the agent to kill itself after sbatch")
     assert doomed.popen is not None and doomed.popen.returncode == -signal.SIGKILL
-    assert bh.get(job.id).state is JobState.SUBMITTING  # the native id never reached it
-    eventually(lambda: sacct_tagged(lab, cluster, job.id), 30, what="sacct to show the job")
+    assert {bh.get(j.id).state for j in jobs} == {JobState.SUBMITTING}  # no native id known
+    eventually(lambda: any(sacct_tagged(lab, cluster, j.id) for j in jobs), 30,
+               what="sacct to show the job the scheduler took")
     start_slurm_agent(s, lab, cluster)
-    done = bh.wait(job.id, until="terminal", timeout=120)
-    assert (done.state, done.exit_code) == (JobState.FAILED, 4)  # its true end
-    assert sacct_tagged(lab, cluster, job.id) == [done.native_id]  # ONE Slurm job
+    done = [bh.wait(j.id, until="terminal", timeout=120) for j in jobs]
+    assert [(j.state, j.exit_code) for j in done] == [(JobState.FAILED, 4)] * 3  # true ends
+    for job in done:  # ONE Slurm job per Bridgehead job
+        assert eventually(lambda job=job: sacct_tagged(lab, cluster, job.id), 30,
+                          what="sacct to list the job") == [job.native_id]
 
 
 @pytest.mark.parametrize("cluster", ["alpha", "beta"])

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bridgehead.domain.jobs import ACTIVE
 from bridgehead.errors import InvalidSpec
 
 
@@ -37,13 +38,10 @@ def route(selector: Mapping[str, str], clusters: Sequence[tuple[Cluster, Mapping
 
     def load(item: tuple[Cluster, Mapping[str, int]]) -> tuple[bool, int, str]:
         cluster, counts = item
-        busy = sum(n for state, n in counts.items() if state in _UNFINISHED)
+        busy = sum(n for state, n in counts.items() if state in ACTIVE)
         return (not cluster.online(now, ttl_s), busy, cluster.name)
 
     return min(matching, key=load)[0].name
-
-
-_UNFINISHED = frozenset({"queued", "claimed", "submitting", "submitted", "running"})
 
 
 class Role(StrEnum):

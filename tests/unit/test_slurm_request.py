@@ -111,10 +111,12 @@ def test_max_rss_units() -> None:
     assert slurm.parse_memory_mb("") is None
 
 
-def test_hook_message_and_socket_discovery(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_hook_message_and_socket_discovery(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "a.sock").touch()
     (tmp_path / "b.sock").touch()
     (tmp_path / "notes.txt").touch()
+    monkeypatch.chdir(tmp_path)
+    assert sockets(["--wake-dir"], {}) == []  # no value: nothing, not the working dir
     found = sockets(["--wake-dir", str(tmp_path), "--wake=/x.sock"], {})
     assert found == ["/x.sock", str(tmp_path / "a.sock"), str(tmp_path / "b.sock")]
     text = message({"SLURM_JOB_ID": "7", "SLURM_SCRIPT_CONTEXT": "epilog_slurmctld",

@@ -45,7 +45,8 @@ def sockets(args: list[str], env: dict[str, str]) -> list[str]:
         name, eq, value = arg.partition("=")
         if name in ("--wake", "--wake-dir"):
             value = value if eq else next(it, "")
-            (paths if name == "--wake" else dirs).append(value)
+            if value:
+                (paths if name == "--wake" else dirs).append(value)
     for directory in dirs:
         paths += sorted(glob.glob(os.path.join(glob.escape(directory), "*.sock")))
     return paths

@@ -600,14 +600,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError) as exc:
         console.print(f"[bold red]benchmark failed:[/] {exc!r} (PostgreSQL: {cfg.pg_dsn})")
         return 1
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    cfg.output.write_text(json.dumps(results, indent=2) + "\n")
+    publish(results, cfg.output, table(results), width=140)
+    return 0
+
+
+def publish(results: dict[str, Any], output: Path, rendered: Table, *, width: int) -> None:
+    """Write the JSON results and print the table (``width`` columns when not a terminal)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
     out = Console()
     if not out.is_terminal:
-        out.width = 140
-    out.print(table(results))
-    console.print(f"results written to {cfg.output} in {results['run']['duration_s']} s")
-    return 0
+        out.width = width
+    out.print(rendered)
+    console.print(f"results written to {output} in {results['run']['duration_s']} s")
 
 
 if __name__ == "__main__":

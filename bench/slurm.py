@@ -71,11 +71,11 @@ from broker import (
     latency_figures,
     make_tokens,
     process,
+    publish,
     read_stamp,
     server,
     tail,
 )
-from rich.console import Console
 from rich.table import Table
 
 from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
@@ -746,13 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchError, OSError) as exc:
         console.print(f"[bold red]benchmark failed:[/] {exc}", soft_wrap=True)
         return 1
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    cfg.output.write_text(json.dumps(results, indent=2) + "\n")
-    out = Console()
-    if not out.is_terminal:
-        out.width = 150
-    out.print(table(results))
-    console.print(f"results written to {cfg.output} in {results['run']['duration_s']} s")
+    publish(results, cfg.output, table(results), width=150)
     return 0
 
 

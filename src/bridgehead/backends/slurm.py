@@ -17,6 +17,7 @@ Resources, in Slurm terms:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
-from bridgehead.errors import InvalidSpec, SubmitRejected
+from bridgehead.errors import BackendUnavailable, InvalidSpec, SubmitRejected
 
 STATES: dict[str, JobState] = {
     # still waiting for resources (or put back in the queue): the scheduler has it
@@ -129,6 +130,30 @@ def argv_env(argv: Sequence[str]) -> dict[str, str]:
     env = {f"BRIDGEHEAD_ARGV_{i}": word for i, word in enumerate(argv)}
     env["BRIDGEHEAD_ARGC"] = str(len(argv))
     return env
+
+
+async def run_tool(argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float,
+                   bin_dir: Path | None = None, stdin: bytes | None = None
+                   ) -> tuple[int, bytes, bytes]:
+    """Run one Slurm command-line tool (an argv list, never a shell): (exit code, stdout,
+    stderr). BackendUnavailable if it cannot start or does not answer in ``timeout_s``."""
+    name = argv[0]
+    program = str(bin_dir / name) if bin_dir else name
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            program, *argv[1:], env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot run {name}: {exc}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise BackendUnavailable(f"{name} did not answer in {timeout_s:.0f}s") from None
+    return proc.returncode or 0, out, err
 
 
 def tagged(tags: Sequence[str], jobs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -13,7 +13,6 @@ sacct says how it ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -227,26 +226,12 @@ class SlurmCliBackend:
         refused the job; BackendError for other failures."""
         name = argv[0]
         self.calls[name] += 1
-        program = str(self.settings.bin_dir / name) if self.settings.bin_dir else name
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                program, *argv[1:], env=env or self._env,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot run {name}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin),
-                                              self.settings.command_timeout_s)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise BackendUnavailable(
-                f"{name} did not answer in {self.settings.command_timeout_s:.0f}s") from None
-        if proc.returncode == 0:
+        code, out, err = await slurm.run_tool(
+            argv, env=env or self._env, timeout_s=self.settings.command_timeout_s,
+            bin_dir=self.settings.bin_dir, stdin=stdin)
+        if code == 0:
             return out.decode(errors="replace")
-        message = _message(err) or f"exit code {proc.returncode}"
+        message = _message(err) or f"exit code {code}"
         if _UNREACHABLE.search(err.decode(errors="replace")):
             raise BackendUnavailable(f"{name}: {message}")
         if submit:

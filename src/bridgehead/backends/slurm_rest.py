@@ -101,22 +101,12 @@ class _Token:
         if s.conf is not None:
             env["SLURM_CONF"] = str(s.conf)
         self._calls["scontrol_token"] += 1
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                str(s.bin_dir / "scontrol") if s.bin_dir else "scontrol", "token",
-                f"username={self.user}", f"lifespan={s.rest_token_lifespan_s}", env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot run scontrol to make a JWT: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), s.command_timeout_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise BackendUnavailable("scontrol token did not answer in time") from None
+        code, out, err = await slurm.run_tool(
+            ["scontrol", "token", f"username={self.user}",
+             f"lifespan={s.rest_token_lifespan_s}"],
+            env=env, timeout_s=s.command_timeout_s, bin_dir=s.bin_dir)
         text = out.decode(errors="replace").strip()
-        if proc.returncode != 0 or not text.startswith("SLURM_JWT="):
+        if code != 0 or not text.startswith("SLURM_JWT="):
             lines = err.decode(errors="replace").strip().splitlines() or ["no output"]
             raise BackendUnavailable(f"scontrol token failed: {lines[-1][:300]}")
         return text.removeprefix("SLURM_JWT=")

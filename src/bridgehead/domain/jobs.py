@@ -142,6 +142,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 _OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=[^\x00\n]*)?")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_ARGS = 4096
+MAX_KEY_LEN = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,8 +200,8 @@ class JobSpec:
                 )
         if not _NAME.fullmatch(self.tenant):
             raise InvalidSpec(f"tenant {self.tenant!r} is not a valid name")
-        if self.idempotency_key is not None and not 0 < len(self.idempotency_key) <= 512:
-            raise InvalidSpec("idempotency_key must be 1-512 characters")
+        if self.idempotency_key is not None and not 0 < len(self.idempotency_key) <= MAX_KEY_LEN:
+            raise InvalidSpec(f"idempotency_key must be 1-{MAX_KEY_LEN} characters")
         _check_labels(self.labels, "label")
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""Airflow 2.10+ and 3.x spell a few imports differently; this module is the one place that
+knows. Everything else in the provider imports Airflow names from here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+try:  # Airflow 3: the task SDK
+    from airflow.sdk import BaseHook, BaseOperator
+    from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout
+except ImportError:  # Airflow 2.10
+    from airflow.exceptions import AirflowException, TaskDeferralTimeout  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+__all__ = [
+    "AirflowException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseTrigger",
+    "TaskDeferralTimeout",
+    "TriggerEvent",
+    "aget_connection",
+]
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """A connection, fetched without blocking the triggerer's event loop."""
+    getter = getattr(BaseHook, "aget_connection", None)
+    if getter is not None:  # Airflow >= 3.1
+        return await getter(conn_id)
+    return await asyncio.to_thread(BaseHook.get_connection, conn_id)

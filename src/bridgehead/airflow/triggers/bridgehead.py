@@ -21,7 +21,7 @@ from bridgehead.airflow._compat import BaseTrigger, TriggerEvent
 from bridgehead.airflow.hooks.bridgehead import BridgeheadHook
 from bridgehead.client import AsyncClient
 from bridgehead.domain.jobs import Job
-from bridgehead.errors import ClientError, ServerUnavailable
+from bridgehead.errors import BridgeheadError, ServerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class BridgeheadJobTrigger(BaseTrigger):
         async with bh:
             try:
                 job, tail = await self._wait(bh)
-            except ClientError as exc:  # 4xx: retrying cannot help
+            except BridgeheadError as exc:  # refused (4xx): retrying cannot help
                 yield TriggerEvent({"job_id": self.job_id, "state": "error",
                                     "reason": exc.message})
                 return

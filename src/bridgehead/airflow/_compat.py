@@ -7,23 +7,33 @@ import asyncio
 from typing import Any
 
 try:  # Airflow 3: the task SDK
-    from airflow.sdk import BaseHook, BaseOperator
-    from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout
+    from airflow.sdk import DAG, BaseHook, BaseOperator, task
+    from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout, TaskDeferred
 except ImportError:  # Airflow 2.10
-    from airflow.exceptions import AirflowException, TaskDeferralTimeout  # type: ignore[no-redef]
+    from airflow.decorators import task  # type: ignore[no-redef,attr-defined]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        TaskDeferralTimeout,
+        TaskDeferred,
+    )
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
+
+    from airflow import DAG  # type: ignore[no-redef,attr-defined]
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 __all__ = [
+    "DAG",
     "AirflowException",
     "BaseHook",
     "BaseOperator",
     "BaseTrigger",
     "TaskDeferralTimeout",
+    "TaskDeferred",
     "TriggerEvent",
     "aget_connection",
+    "task",
 ]
 
 

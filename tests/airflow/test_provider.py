@@ -69,7 +69,8 @@ def _deferred_job_id(op: BridgeheadOperator, context: dict[str, Any]) -> str:
 
 
 def test_trigger_serialization_round_trip() -> None:
-    trigger = BridgeheadJobTrigger("job1", "my_conn", stream_logs=False, wait_s=5.0)
+    trigger = BridgeheadJobTrigger("job1", "my_conn", stream_logs=False, wait_s=5.0,
+                                   poll_interval_s=5.0)
     path, kwargs = trigger.serialize()
     json.dumps(kwargs)  # plain JSON types only
     module, _, name = path.rpartition(".")
@@ -87,6 +88,14 @@ async def test_two_triggers_at_once_fire_one_consistent_event(conn: Client) -> N
     assert payloads[0]["state"] == "succeeded" and payloads[0]["exit_code"] == 0
     assert payloads[0]["tail"] == ["one", "two"]
     json.dumps(payloads[0])
+
+
+async def test_polling_trigger_fires_the_same_event(conn: Client) -> None:
+    job = conn.submit(JobSpec(cluster="local", command=(sys.executable, "-c", "print('p')")))
+    waited = await asyncio.wait_for(anext(BridgeheadJobTrigger(job.id).run()), 30)
+    polled = await asyncio.wait_for(
+        anext(BridgeheadJobTrigger(job.id, poll_interval_s=0.2).run()), 30)
+    assert polled.payload == waited.payload and polled.payload["tail"] == ["p"]
 
 
 async def test_cleanup_does_not_cancel_the_job(conn: Client) -> None:

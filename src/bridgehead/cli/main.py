@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import click
 from bridgehead.cli import output
 from bridgehead.config import AgentSettings, ServerSettings
 from bridgehead.domain.jobs import JobSpec, JobState, Resources
+from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import (
     AuthError,
     BridgeheadError,
@@ -26,32 +26,6 @@ from bridgehead.errors import (
     InvalidSpec,
     NotFound,
 )
-
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(?:(\d+):)?(\d+)$")
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_MEMORY = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
-
-
-def parse_walltime(text: str) -> int:
-    """Seconds from ``90``, ``30m``, ``2h``, ``1d``, ``MM:SS``, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
-    if m := _DURATION.match(text):
-        return int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
-    parts = text.replace("-", ":").split(":")
-    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 4:
-        raise InvalidSpec(f"walltime {text!r}: use 90, 30m, 2h, HH:MM:SS or D-HH:MM:SS")
-    seconds = 0
-    for unit, value in zip((86400, 3600, 60, 1)[-len(parts):], parts, strict=True):
-        seconds += unit * int(value)
-    return seconds
-
-
-def parse_memory(text: str) -> int:
-    """Megabytes from ``512``, ``512M``, ``4G``, ``1T``."""
-    m = _MEMORY.match(text)
-    if not m:
-        raise InvalidSpec(f"memory {text!r}: use e.g. 512M or 4G")
-    factor = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m[2].upper()]
-    return max(1, int(int(m[1]) * factor))
 
 
 def parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
@@ -352,6 +326,11 @@ def token_list(as_json: bool) -> None:
 def token_revoke(token_id: str) -> None:
     with _client() as bh:
         bh.revoke_token(token_id)
+
+
+from bridgehead.cli.workflow import workflow  # noqa: E402 - a command group
+
+cli.add_command(workflow)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

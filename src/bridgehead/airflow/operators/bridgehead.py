@@ -25,9 +25,9 @@ from typing import Any
 from bridgehead.airflow._compat import AirflowException, BaseOperator, TaskDeferralTimeout
 from bridgehead.airflow.hooks.bridgehead import BridgeheadHook
 from bridgehead.airflow.triggers.bridgehead import TAIL_LINES, BridgeheadJobTrigger, job_event
-from bridgehead.cli.main import parse_memory, parse_walltime  # TODO domain.units
 from bridgehead.client import Client
 from bridgehead.domain.jobs import MAX_KEY_LEN, JobSpec, Resources
+from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import BridgeheadError
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,16 @@ def resources_from(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def effective_resources(task: Mapping[str, Any], run: Mapping[str, Any] | None,
                         max_cores: int | None, max_nodes: int | None) -> Resources:
-    """The task's resources, overridden by the run's, clamped by the task's caps."""
-    merged = {**resources_from(task), **resources_from(run or {})}
-    for name, cap in (("max_cores", max_cores), ("max_nodes", max_nodes)):
-        if cap is not None:
-            merged[name] = min(cap, merged.get(name) or cap)
+    """The task's resources, overridden by the run's, clamped by every cap given (the
+    task's ``max_cores``/``max_nodes`` arguments or resources, the run's): the lowest wins."""
+    task_r, run_r = resources_from(task), resources_from(run or {})
+    merged = {**task_r, **run_r}
+    for name, explicit in (("max_cores", max_cores), ("max_nodes", max_nodes)):
+        caps = [c for c in (task_r.get(name), run_r.get(name), explicit) if c is not None]
+        merged[name] = min(caps) if caps else None
     for name, cap_name in (("cores", "max_cores"), ("nodes", "max_nodes")):
-        if merged.get(cap_name) is not None:
-            merged[name] = min(merged.get(name, 1), merged[cap_name])
+        if merged[cap_name] is not None:
+            merged[name] = min(merged.get(name) or 1, merged[cap_name])
     return Resources(**merged)
 
 
@@ -104,7 +106,7 @@ class BridgeheadOperator(BaseOperator):
         labels: dict[str, str] | None = None, working_dir: str | None = None,
         tenant: str = "default", item: Any = None, resources_param: str | None = "resources",
         bridgehead_conn_id: str = BridgeheadHook.default_conn_name, stream_logs: bool = True,
-        max_queue_s: int = 86400, **kwargs: Any,
+        max_queue_s: int = 86400, poll_interval_s: float | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.command, self.script = list(command or ()), script
@@ -115,7 +117,7 @@ class BridgeheadOperator(BaseOperator):
         self.job_name, self.labels, self.working_dir = job_name, dict(labels or {}), working_dir
         self.tenant, self.item, self.resources_param = tenant, item, resources_param
         self.bridgehead_conn_id, self.stream_logs = bridgehead_conn_id, stream_logs
-        self.max_queue_s = max_queue_s
+        self.max_queue_s, self.poll_interval_s = max_queue_s, poll_interval_s
         self._job_id: str | None = None
 
     # -- templates ---------------------------------------------------------------------------
@@ -166,7 +168,8 @@ class BridgeheadOperator(BaseOperator):
                 return self._outcome(job_event(job, _tail(bh, job.id)))
         self.defer(
             trigger=BridgeheadJobTrigger(job.id, self.bridgehead_conn_id,
-                                         stream_logs=self.stream_logs),
+                                         stream_logs=self.stream_logs,
+                                         poll_interval_s=self.poll_interval_s),
             method_name="execute_complete", kwargs={"job_id": job.id},
             timeout=self.defer_timeout(spec.resources))
 

@@ -38,24 +38,28 @@ def job_event(job: Job, tail: list[str] | None = None) -> dict[str, Any]:
 
 
 class BridgeheadJobTrigger(BaseTrigger):
-    """Fires once, when job ``job_id`` has ended: ``{"job_id", "state", "exit_code", "reason",
-    "native_id", "cluster", "tail"}``; or ``{"job_id", "state": "error", "reason"}`` when the
-    server refuses (unknown job, bad token). A server that cannot be reached is retried."""
+    """Long-polls (or, with ``poll_interval_s``, polls every so many seconds: for a server
+    behind a proxy that cuts long requests). Fires once, when job ``job_id`` has ended:
+    ``{"job_id", "state", "exit_code", "reason", "native_id", "cluster", "tail"}``; or
+    ``{"job_id", "state": "error", "reason"}`` when the server refuses (unknown job, bad
+    token). A server that cannot be reached is retried."""
 
     def __init__(self, job_id: str, bridgehead_conn_id: str = BridgeheadHook.default_conn_name,
                  *, stream_logs: bool = True, wait_s: float = 25.0,
-                 retry_s: float = 2.0) -> None:
+                 retry_s: float = 2.0, poll_interval_s: float | None = None) -> None:
         super().__init__()
         self.job_id = job_id
         self.bridgehead_conn_id = bridgehead_conn_id
         self.stream_logs = stream_logs
         self.wait_s = wait_s
         self.retry_s = retry_s
+        self.poll_interval_s = poll_interval_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "job_id": self.job_id, "bridgehead_conn_id": self.bridgehead_conn_id,
-            "stream_logs": self.stream_logs, "wait_s": self.wait_s, "retry_s": self.retry_s})
+            "stream_logs": self.stream_logs, "wait_s": self.wait_s, "retry_s": self.retry_s,
+            "poll_interval_s": self.poll_interval_s})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -74,6 +78,9 @@ class BridgeheadJobTrigger(BaseTrigger):
 
     async def _wait(self, bh: AsyncClient) -> tuple[Job, list[str]]:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        if self.poll_interval_s is not None:  # plain polling, for servers behind proxies
+            while not (await self._retrying(bh.get, self.job_id)).terminal:
+                await asyncio.sleep(self.poll_interval_s)
         if self.stream_logs:
             await asyncio.gather(*(self._follow(bh, stream, tail) for stream in _STREAMS))
             return await self._retrying(bh.get, self.job_id), list(tail)

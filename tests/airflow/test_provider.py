@@ -98,6 +98,24 @@ async def test_polling_trigger_fires_the_same_event(conn: Client) -> None:
     assert polled.payload == waited.payload and polled.payload["tail"] == ["p"]
 
 
+async def test_success_ends_the_task_in_the_triggerer_failure_resumes_it(conn: Client) -> None:
+    from bridgehead.airflow._compat import TaskSuccessEvent
+
+    ok = conn.submit(JobSpec(cluster="local", command=(sys.executable, "-c", "print('ok')")))
+    bad = conn.submit(JobSpec(cluster="local", command=(sys.executable, "-c", "exit(5)")))
+    ended = await asyncio.wait_for(
+        anext(BridgeheadJobTrigger(ok.id, end_task_on_success=True).run()), 30)
+    assert isinstance(ended, TaskSuccessEvent)
+    assert ended.xcoms == {"return_value": {"job_id": ok.id, "state": "succeeded",
+                                            "exit_code": 0, "native_id": ended.xcoms[
+                                                "return_value"]["native_id"],
+                                            "cluster": "local"}}
+    resumed = await asyncio.wait_for(
+        anext(BridgeheadJobTrigger(bad.id, end_task_on_success=True).run()), 30)
+    assert not isinstance(resumed, TaskSuccessEvent)
+    assert (resumed.payload["state"], resumed.payload["exit_code"]) == ("failed", 5)
+
+
 async def test_cleanup_does_not_cancel_the_job(conn: Client) -> None:
     job = conn.submit(JobSpec(cluster="local", command=(
         sys.executable, "-c", "import time; print('started', flush=True); time.sleep(2)")))

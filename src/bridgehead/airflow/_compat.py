@@ -23,6 +23,11 @@ except ImportError:  # Airflow 2.10
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+try:  # Airflow >= 2.10: a trigger may end its task without resuming it on a worker
+    from airflow.triggers.base import TaskSuccessEvent
+except ImportError:  # pragma: no cover - older Airflow
+    TaskSuccessEvent = None  # type: ignore[assignment,misc]
+
 __all__ = [
     "DAG",
     "AirflowException",
@@ -31,6 +36,7 @@ __all__ = [
     "BaseTrigger",
     "TaskDeferralTimeout",
     "TaskDeferred",
+    "TaskSuccessEvent",
     "TriggerEvent",
     "aget_connection",
     "task",

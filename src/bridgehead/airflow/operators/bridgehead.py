@@ -10,8 +10,11 @@ Bridgehead and wait for it deferred, holding no worker slot.
   caps (``max_cores``, ``max_nodes``) clamp the result: LCLS's semantics.
 - **Templates**: every field in ``template_fields`` is Jinja-rendered; ``{{ item }}`` is the
   operator's ``item`` (the fan-out value of a mapped task: ``.expand(item=[...])``).
-- **Failure**: a job that does not succeed fails the task with its state, exit code, reason
-  and last log lines. A deferral that times out cancels the job.
+- **Success** ends the task in the triggerer (``end_from_trigger``, Airflow >= 2.10): no
+  worker starts just to mark it done, so it is ``success`` a moment after the job ends.
+- **Failure**: a job that does not succeed resumes the task on a worker, which fails it with
+  the job's state, exit code, reason and last log lines. A deferral that times out cancels
+  the job.
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ from typing import Any
 
 from bridgehead.airflow._compat import AirflowException, BaseOperator, TaskDeferralTimeout
 from bridgehead.airflow.hooks.bridgehead import BridgeheadHook
-from bridgehead.airflow.triggers.bridgehead import TAIL_LINES, BridgeheadJobTrigger, job_event
+from bridgehead.airflow.triggers.bridgehead import (
+    TAIL_LINES,
+    BridgeheadJobTrigger,
+    job_event,
+    job_summary,
+)
 from bridgehead.client import Client
-from bridgehead.domain.jobs import MAX_KEY_LEN, JobSpec, Resources
+from bridgehead.domain.jobs import MAX_KEY_LEN, Job, JobSpec, Resources
 from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import BridgeheadError
 
@@ -106,7 +114,8 @@ class BridgeheadOperator(BaseOperator):
         labels: dict[str, str] | None = None, working_dir: str | None = None,
         tenant: str = "default", item: Any = None, resources_param: str | None = "resources",
         bridgehead_conn_id: str = BridgeheadHook.default_conn_name, stream_logs: bool = True,
-        max_queue_s: int = 86400, poll_interval_s: float | None = None, **kwargs: Any,
+        max_queue_s: int = 86400, poll_interval_s: float | None = None,
+        end_from_trigger: bool = True, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.command, self.script = list(command or ()), script
@@ -118,6 +127,7 @@ class BridgeheadOperator(BaseOperator):
         self.tenant, self.item, self.resources_param = tenant, item, resources_param
         self.bridgehead_conn_id, self.stream_logs = bridgehead_conn_id, stream_logs
         self.max_queue_s, self.poll_interval_s = max_queue_s, poll_interval_s
+        self.end_from_trigger = end_from_trigger
         self._job_id: str | None = None
 
     # -- templates ---------------------------------------------------------------------------
@@ -169,7 +179,8 @@ class BridgeheadOperator(BaseOperator):
         self.defer(
             trigger=BridgeheadJobTrigger(job.id, self.bridgehead_conn_id,
                                          stream_logs=self.stream_logs,
-                                         poll_interval_s=self.poll_interval_s),
+                                         poll_interval_s=self.poll_interval_s,
+                                         end_task_on_success=self.end_from_trigger),
             method_name="execute_complete", kwargs={"job_id": job.id},
             timeout=self.defer_timeout(spec.resources))
 
@@ -180,22 +191,22 @@ class BridgeheadOperator(BaseOperator):
             return self.execution_timeout
         return timedelta(seconds=(resources.walltime_s or DEFAULT_WALLTIME_S) + self.max_queue_s)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None,
+    def execute_complete(self, context: Any, event: dict[str, Any] | str | None = None,
                          job_id: str | None = None) -> dict[str, Any]:
-        if event is None:  # dag.test() resumes a trigger that fired nothing: ask the server
-            if job_id is None:
-                raise AirflowException("resumed without an event or a job id")
+        if not isinstance(event, dict):  # dag.test() resumes a trigger that fired nothing or
+            # ended the task itself (the payload is then the state): ask the server
             with self.hook().get_conn() as bh:
-                job = bh.get(job_id)
-                event = job_event(job, _tail(bh, job_id))
+                jobs = [bh.get(job_id)] if job_id else _jobs_of_try(bh, context)
+                if len(jobs) != 1:
+                    raise AirflowException(f"resumed without an event and {len(jobs)} jobs")
+                event = job_event(jobs[0], _tail(bh, jobs[0].id))
         return self._outcome(event)
 
     def _outcome(self, event: dict[str, Any]) -> dict[str, Any]:
         state, job_id = event["state"], event["job_id"]
         if state == "succeeded":
             self.log.info("Bridgehead job %s succeeded", job_id)
-            return {k: event.get(k) for k in ("job_id", "state", "exit_code", "native_id",
-                                               "cluster")}
+            return job_summary(event)
         if state == "error":
             raise AirflowException(f"Bridgehead job {job_id}: {event.get('reason')}")
         message = f"Bridgehead job {job_id} {state}"
@@ -217,11 +228,9 @@ class BridgeheadOperator(BaseOperator):
             raise
 
     def _cancel_try(self, context: Any) -> None:
-        """Cancel this try's job (found by its labels) after the deferral timed out."""
-        labels = airflow_labels(context["ti"])
+        """Cancel this try's job after the deferral timed out."""
         with self.hook().get_conn() as bh:
-            jobs, _ = bh.list_jobs(labels=labels, limit=10)
-            for job in jobs:
+            for job in _jobs_of_try(bh, context):
                 if not job.terminal:
                     self.log.warning("deferral timed out: cancelling Bridgehead job %s", job.id)
                     bh.cancel(job.id)
@@ -236,6 +245,12 @@ class BridgeheadOperator(BaseOperator):
                 bh.cancel(self._job_id)
         except BridgeheadError as exc:
             self.log.error("could not cancel Bridgehead job %s: %s", self._job_id, exc)
+
+
+def _jobs_of_try(bh: Client, context: Any) -> list[Job]:
+    """The job(s) of this task try, found by their labels."""
+    jobs, _ = bh.list_jobs(labels=airflow_labels(context["ti"]), limit=10)
+    return list(jobs)
 
 
 def _tail(bh: Client, job_id: str) -> list[str]:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridgehead.airflow._compat import BaseTrigger, TriggerEvent
+from bridgehead.airflow._compat import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from bridgehead.airflow.hooks.bridgehead import BridgeheadHook
 from bridgehead.client import AsyncClient
 from bridgehead.domain.jobs import Job
@@ -37,16 +37,25 @@ def job_event(job: Job, tail: list[str] | None = None) -> dict[str, Any]:
             "tail": tail}
 
 
+def job_summary(event: dict[str, Any]) -> dict[str, Any]:
+    """What a succeeded task returns (its ``return_value`` XCom)."""
+    return {k: event.get(k) for k in ("job_id", "state", "exit_code", "native_id", "cluster")}
+
+
 class BridgeheadJobTrigger(BaseTrigger):
     """Long-polls (or, with ``poll_interval_s``, polls every so many seconds: for a server
     behind a proxy that cuts long requests). Fires once, when job ``job_id`` has ended:
     ``{"job_id", "state", "exit_code", "reason", "native_id", "cluster", "tail"}``; or
     ``{"job_id", "state": "error", "reason"}`` when the server refuses (unknown job, bad
-    token). A server that cannot be reached is retried."""
+    token). With ``end_task_on_success``, a succeeded job ends the task right here
+    (``TaskSuccessEvent``, Airflow >= 2.10) instead of resuming it on a worker; any other
+    outcome still resumes it, so the task fails with the full message. A server that cannot
+    be reached is retried."""
 
     def __init__(self, job_id: str, bridgehead_conn_id: str = BridgeheadHook.default_conn_name,
                  *, stream_logs: bool = True, wait_s: float = 25.0,
-                 retry_s: float = 2.0, poll_interval_s: float | None = None) -> None:
+                 retry_s: float = 2.0, poll_interval_s: float | None = None,
+                 end_task_on_success: bool = False) -> None:
         super().__init__()
         self.job_id = job_id
         self.bridgehead_conn_id = bridgehead_conn_id
@@ -54,12 +63,14 @@ class BridgeheadJobTrigger(BaseTrigger):
         self.wait_s = wait_s
         self.retry_s = retry_s
         self.poll_interval_s = poll_interval_s
+        self.end_task_on_success = end_task_on_success and TaskSuccessEvent is not None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "job_id": self.job_id, "bridgehead_conn_id": self.bridgehead_conn_id,
             "stream_logs": self.stream_logs, "wait_s": self.wait_s, "retry_s": self.retry_s,
-            "poll_interval_s": self.poll_interval_s})
+            "poll_interval_s": self.poll_interval_s,
+            "end_task_on_success": self.end_task_on_success})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -74,7 +85,13 @@ class BridgeheadJobTrigger(BaseTrigger):
                 yield TriggerEvent({"job_id": self.job_id, "state": "error",
                                     "reason": exc.message})
                 return
-        yield TriggerEvent(job_event(job, tail))
+        event = job_event(job, tail)
+        if self.end_task_on_success and job.state.value == "succeeded":
+            # the task ends here, in the triggerer: no worker start-up between job and task
+            self.log.info("Bridgehead job %s succeeded", job.id)
+            yield TaskSuccessEvent(xcoms={"return_value": job_summary(event)})
+            return
+        yield TriggerEvent(event)
 
     async def _wait(self, bh: AsyncClient) -> tuple[Job, list[str]]:
         tail: deque[str] = deque(maxlen=TAIL_LINES)

@@ -1,9 +1,9 @@
 """Settings: the only place that reads environment variables and config files.
 
 Precedence, highest first: explicit arguments (CLI flags), ``BRIDGEHEAD_*`` environment
-variables, the ``[server]`` / ``[agent]`` / ``[client]`` table of ``$BRIDGEHEAD_HOME/config.toml``
-(or the file named by ``BRIDGEHEAD_CONFIG``), then defaults. ``BRIDGEHEAD_HOME`` defaults to
-``~/.bridgehead``.
+variables, the ``[server]`` / ``[agent]`` / ``[client]`` / ``[airflow]`` table of
+``$BRIDGEHEAD_HOME/config.toml`` (or the file named by ``BRIDGEHEAD_CONFIG``), then defaults.
+``BRIDGEHEAD_HOME`` defaults to ``~/.bridgehead``.
 """
 
 from __future__ import annotations
@@ -199,6 +199,27 @@ class ClientSettings(_Settings):
         merged = {k: v for k, v in saved.items() if f"BRIDGEHEAD_{k.upper()}" not in os.environ}
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return super().load(**merged)
+
+
+class AirflowSettings(_Settings):
+    """Where ``bridgehead airflow`` finds Airflow's REST API: the ``[airflow]`` table of
+    config.toml, or ``BRIDGEHEAD_AIRFLOW__<NAME>`` in the environment (``BRIDGEHEAD_AIRFLOW__URL``,
+    ``BRIDGEHEAD_AIRFLOW__PASSWORD``, ...), like ``BRIDGEHEAD_SLURM__*`` for ``[agent.slurm]``."""
+
+    _table = "airflow"
+    model_config = SettingsConfigDict(env_prefix="BRIDGEHEAD_AIRFLOW__")
+    url: str = "http://127.0.0.1:8080"
+    """The API server's base URL (without ``/api/v2``)."""
+    username: str | None = None
+    password: SecretStr | None = None
+    """With ``username``: exchanged for a JWT (Airflow 3) or sent as basic auth (Airflow 2)."""
+    token: SecretStr | None = None
+    """A ready bearer token (JWT), used instead of username and password."""
+    api_version: Literal["auto", "v1", "v2"] = "auto"
+    """``v2`` is Airflow 3's ``/api/v2``, ``v1`` Airflow 2's ``/api/v1``; ``auto`` asks."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """Seconds between looks at the run's task instances and its jobs' logs."""
 
 
 def read_client_file() -> dict[str, Any]:

@@ -332,6 +332,10 @@ from bridgehead.cli.workflow import workflow  # noqa: E402 - a command group
 
 cli.add_command(workflow)
 
+from bridgehead.cli.airflow import airflow as airflow_group  # noqa: E402 - a command group
+
+cli.add_command(airflow_group)
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: one clear line and exit 2 for bad input, exit 1 for other failures."""

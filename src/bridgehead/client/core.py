@@ -237,13 +237,15 @@ def _raise_for(response: httpx.Response) -> None:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    message = f"{response.status_code}: {detail}"
-    if response.status_code >= 500:
-        raise ServerUnavailable(message, status=response.status_code)
-    cls = _BY_STATUS.get(response.status_code)
-    if cls is None:
-        raise ClientError(message, status=response.status_code)
-    raise cls(message)
+    raise error_for(response.status_code, f"{response.status_code}: {detail}")
+
+
+def error_for(status: int, message: str) -> Exception:
+    """The SDK's exception for an HTTP error status (5xx: retry later; 4xx: by kind)."""
+    if status >= 500:
+        return ServerUnavailable(message, status=status)
+    cls = _BY_STATUS.get(status)
+    return ClientError(message, status=status) if cls is None else cls(message)
 
 
 class Client:

@@ -151,6 +151,14 @@ def test_reexecuted_try_reattaches_and_next_try_submits_anew(conn: Client) -> No
     assert conn.get(first).spec.idempotency_key == idempotency_key(ti)
 
 
+def test_on_kill_cancels_the_job(conn: Client) -> None:
+    op = BridgeheadOperator(task_id="killed", command=[sys.executable, "-c",
+                            "import time; time.sleep(60)"])
+    job_id = _deferred_job_id(op, _context(_ti("killed")))
+    op.on_kill()
+    assert conn.wait(job_id, until="terminal", timeout=30).state is JobState.CANCELLED
+
+
 def test_failed_job_fails_the_task_with_exit_code_and_last_lines(conn: Client) -> None:
     op = BridgeheadOperator(task_id="fails", command=[
         sys.executable, "-c",

@@ -362,7 +362,6 @@ def report(console: RunOutput, result: RunResult) -> None:
         console.run_state(result.dag_id, result.run_id, result.state)
 
 
-
 def follower_spec(dag_id: str, run_id: str, *, cluster: str, log_file: Path | None,
                   airflow: AirflowSettings, bridgehead_url: str) -> JobSpec:
     """The job that runs ``bridgehead airflow follow DAG RUN`` for a detached launch.

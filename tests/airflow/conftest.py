@@ -18,20 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.requirements import IN_CI, require_airflow
-from tests.airflow.standalone import VENV_BIN, AirflowInstance, airflow_standalone
+from tests.airflow.requirements import require_airflow
+from tests.airflow.standalone import AirflowInstance, airflow_standalone
 from tests.procs import Stack, env_for, make_token, stack
 
 DAGS = Path(__file__).parent / "dags"
-
-
-def _require_airflow() -> None:
-    require_airflow()
-    if not (VENV_BIN / "airflow").exists():
-        reason = f"no airflow executable in {VENV_BIN}"
-        if IN_CI:
-            pytest.fail(f"Airflow is required in CI: {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 @dataclass
@@ -72,7 +63,7 @@ class AirflowLab:
 
 @pytest.fixture(scope="session")
 def airflow_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowLab]:
-    _require_airflow()
+    require_airflow()
     root = tmp_path_factory.mktemp("airflow-lab")
     dags = root / "dags"
     shutil.copytree(DAGS, dags, ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bridgehead.airflow._compat import DAG, task
 from bridgehead.airflow.operators.bridgehead import BridgeheadOperator
-from bridgehead.domain.jobs import Resources
 from bridgehead.domain.workflows import Foreach, StepSpec, WorkflowSpec
 from bridgehead.errors import InvalidSpec
 from bridgehead.workflows.spec import load_workflow
@@ -31,7 +29,6 @@ from bridgehead.workflows.spec import load_workflow
 logger = logging.getLogger(__name__)
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
-_RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
 
 
 def load_dags(folder: str | Path, namespace: MutableMapping[str, Any] | None = None, *,
@@ -99,8 +96,8 @@ def _operator_kwargs(step: StepSpec) -> dict[str, Any]:
         "command": list(step.command), "script": step.script, "cluster": step.cluster,
         "cluster_labels": dict(step.cluster_labels), "env": dict(step.env),
         "scheduler_options": list(step.scheduler_options), "labels": dict(step.labels),
-        "job_resources": {name: getattr(step.resources, name) for name in _RESOURCE_FIELDS
-                          if getattr(step.resources, name) is not None},
+        "job_resources": {name: value for name, value in step.resources.to_dict().items()
+                          if value is not None},
         "retries": retries.count,
     }
     if retries.count and retries.backoff_s:

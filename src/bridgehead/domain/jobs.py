@@ -136,6 +136,10 @@ class Resources:
             if value is not None and not _NAME.fullmatch(value):
                 raise InvalidSpec(f"resources.{name} {value!r} is not a valid name")
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, plain JSON types."""
+        return {name: getattr(self, name) for name in RESOURCE_FIELDS}
+
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
@@ -212,7 +216,7 @@ class JobSpec:
         data["env"] = dict(self.env)
         data["labels"] = dict(self.labels)
         data["cluster_labels"] = dict(self.cluster_labels)
-        data["resources"] = {name: getattr(self.resources, name) for name in _RESOURCE_FIELDS}
+        data["resources"] = self.resources.to_dict()
         return data
 
     @classmethod
@@ -223,7 +227,7 @@ class JobSpec:
         for name in _SPEC_FIELDS:
             object.__setattr__(spec, name, data.get(name))
         resources = object.__new__(Resources)
-        for name in _RESOURCE_FIELDS:
+        for name in RESOURCE_FIELDS:
             object.__setattr__(resources, name, data["resources"].get(name))
         object.__setattr__(spec, "resources", resources)
         object.__setattr__(spec, "command", tuple(data["command"]))
@@ -249,7 +253,7 @@ class JobSpec:
 
 
 _SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
-_RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
+RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
 
 
 def _check_labels(labels: dict[str, str], what: str) -> None:

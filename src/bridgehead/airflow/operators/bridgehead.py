@@ -34,7 +34,7 @@ from bridgehead.airflow.triggers.bridgehead import (
     job_summary,
 )
 from bridgehead.client import Client
-from bridgehead.domain.jobs import MAX_KEY_LEN, Job, JobSpec, Resources
+from bridgehead.domain.jobs import MAX_KEY_LEN, RESOURCE_FIELDS, Job, JobSpec, Resources
 from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import BridgeheadError
 
@@ -74,7 +74,7 @@ def resources_from(values: Mapping[str, Any]) -> dict[str, Any]:
             if not text.isdigit():
                 raise AirflowException(f"resources.{name} must be a whole number, not {text!r}")
             out[name] = int(text)
-    unknown = set(out) - set(Resources.__dataclass_fields__)
+    unknown = set(out) - set(RESOURCE_FIELDS)
     if unknown:
         raise AirflowException(f"unknown resources: {', '.join(sorted(unknown))}")
     return out

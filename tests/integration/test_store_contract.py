@@ -212,7 +212,7 @@ async def test_events_are_an_ordered_log_with_cursors(store: JobStore) -> None:
     assert events[-1].data["state"] == "succeeded"
     tail = await store.events(after=events[2].seq, limit=2)
     assert [e.seq for e in tail] == [events[3].seq, events[4].seq]
-    [ext] = await store.append_events([Event(type="file.created", subject="/data/x.nc")])
+    [(ext, _)] = await store.append_events([Event(type="file.created", subject="/data/x.nc")])
     assert ext.seq > events[-1].seq
 
 

@@ -174,6 +174,58 @@ class AsyncClient:
             elif state.terminal:
                 return
 
+    # -- workflow runs and rules ----------------------------------------------------------
+    async def start_run(self, spec: str, *, filename: str = "workflow.yaml",
+                        params: dict[str, Any] | None = None, tenant: str = "default",
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+        """Start a run of the workflow whose YAML text is ``spec``; the run (``RunOut``)."""
+        body = {"spec": spec, "filename": filename, "params": params or {}, "tenant": tenant,
+                "idempotency_key": idempotency_key}
+        return await self._json("POST", "/v1/workflows/runs", json=body)
+
+    async def get_run(self, run_id: str, *, wait: float = 0.0, version: int = 0,
+                      tasks: bool = True) -> dict[str, Any]:
+        """A run with its steps and tasks; with ``wait``, long-poll for a version newer than
+        ``version`` (answers at once when it is newer already)."""
+        params = {"wait": wait, "version": version, "tasks": tasks}
+        return await self._json("GET", f"/v1/workflows/runs/{run_id}", params=params,
+                                wait_s=wait)
+
+    async def list_runs(self, *, state: str | None = None, workflow: str | None = None,
+                        limit: int = 50, after: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("state", state), ("workflow", workflow),
+                                    ("limit", limit), ("after", after)) if v is not None}
+        return await self._json("GET", "/v1/workflows/runs", params=params)
+
+    async def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/v1/workflows/runs/{run_id}/cancel")
+
+    async def retry_run(self, run_id: str, *, from_failed: bool = True) -> dict[str, Any]:
+        return await self._json("POST", f"/v1/workflows/runs/{run_id}/retry",
+                                json={"from_failed": from_failed})
+
+    async def wait_run(self, run_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Long-poll until the run has finished (or ``timeout``); the run as it is then."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        run = await self.get_run(run_id, tasks=False)
+        while run["state"] == "running":
+            left = 30.0 if deadline is None else min(30.0, deadline - loop.time())
+            if left <= 0:
+                break
+            run = await self.get_run(run_id, wait=left, version=run["version"], tasks=False)
+        return await self.get_run(run_id)
+
+    async def put_rules(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create or replace rules by name (their stored form); the rules as stored."""
+        return await self._json("PUT", "/v1/rules", json={"rules": rules})
+
+    async def list_rules(self) -> list[dict[str, Any]]:
+        return await self._json("GET", "/v1/rules")
+
+    async def delete_rule(self, name: str) -> None:
+        await self._request("DELETE", f"/v1/rules/{name}")
+
     # -- clusters, events, tokens -------------------------------------------------------------
     async def clusters(self) -> list[dict[str, Any]]:
         return await self._json("GET", "/v1/clusters")
@@ -183,6 +235,17 @@ class AsyncClient:
     ) -> dict[str, Any]:
         return await self._json("GET", "/v1/events", wait_s=wait,
                                 params={"after": after, "limit": limit, "wait": wait})
+
+    async def post_event(self, type: str, subject: str, data: dict[str, Any] | None = None, *,
+                         source: str | None = None, id: str | None = None) -> dict[str, Any]:
+        """Append an external event (``file.created``, a webhook's payload) to the log. An
+        event with the ``id`` and ``source`` of one already logged is not logged twice."""
+        body: dict[str, Any] = {"type": type, "subject": subject, "data": data or {}}
+        if source is not None:
+            body["source"] = source
+        if id is not None:
+            body["id"] = id
+        return await self._json("POST", "/v1/events", json=body)
 
     async def create_token(self, *, name: str, role: str, cluster: str | None = None,
                            tenant: str | None = None) -> dict[str, Any]:

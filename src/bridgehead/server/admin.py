@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from bridgehead.domain.events import Event
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
@@ -75,13 +76,17 @@ async def event_stream(
                              headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/events", status_code=201, tags=["events"])
-async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> dict[str, object]:
-    """Append an external event (e.g. ``file.created``) to the log."""
-    [event] = await store_of(request).append_events(
-        [Event(type=body.type, subject=body.subject, source=body.source, data=body.data)]
-    )
-    return event.to_cloudevent()
+@router.post("/events", status_code=201, tags=["events"],
+             responses={200: {"description": "An event with this source and id is logged "
+                                             "already; it is returned and not logged again."}})
+async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> JSONResponse:
+    """Append an external event (``file.created``, a webhook's payload) to the log, where
+    rules see it. Give ``id`` to make re-sending safe: the (source, id) is logged once."""
+    event = Event(type=body.type, subject=body.subject, source=body.source, data=body.data)
+    if body.id is not None:
+        event = replace(event, id=body.id)
+    [(logged, created)] = await store_of(request).append_events([event])
+    return JSONResponse(logged.to_cloudevent(), 201 if created else 200)
 
 
 @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])

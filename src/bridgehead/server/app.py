@@ -6,6 +6,7 @@ PostgreSQL store, and any of them may die.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,10 +29,11 @@ from bridgehead.errors import (
     NotFound,
     StoreError,
 )
-from bridgehead.server import admin, agents, jobs
+from bridgehead.server import admin, agents, jobs, runs
 from bridgehead.server.auth import Authed, TokenCache
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore, create_store
+from bridgehead.workflows.runner import WorkflowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +121,16 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         logger.info("store open", extra={"store": settings.dsn.kind})
+        stop = asyncio.Event()
+        consumers = [asyncio.create_task(c.run(stop), name=c.name)
+                     for c in app.state.consumers]
         try:
             yield
         finally:
+            stop.set()
+            for task in consumers:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
             await store.close()
 
     app = FastAPI(
@@ -134,10 +143,13 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     app.state.store = store
     app.state.tokens = TokenCache()
     app.state.metrics = Metrics()
+    app.state.runner = WorkflowRunner(store, cluster_ttl_s=settings.cluster_ttl_s)
+    app.state.consumers = [app.state.runner]
     _install_handlers(app)
     app.include_router(jobs.router)
     app.include_router(agents.router)
     app.include_router(admin.router)
+    app.include_router(runs.router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
+from bridgehead.domain.runs import Run, RunState, Task, TaskState
 from bridgehead.errors import InvalidSpec
 from bridgehead.store.base import ClusterStats, LogChunk
 
@@ -231,7 +232,9 @@ class ClusterOut(BaseModel):
 class EventIn(_Model):
     type: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")
     subject: str = Field(min_length=1, max_length=1024)
-    source: str = Field("external", max_length=256)
+    source: str = Field("external", min_length=1, max_length=256)
+    id: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:/-]+$",
+                           description="Unique per source; a re-sent event is logged once.")
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -259,3 +262,92 @@ class TokenOut(BaseModel):
     def of(cls, p: Principal, secret: str | None = None) -> TokenOut:
         return cls(id=p.token_id, name=p.name, role=p.role, cluster=p.cluster, tenant=p.tenant,
                    token=secret)
+
+
+# -- workflow runs -----------------------------------------------------------------------------
+class RunIn(_Model):
+    spec: str = Field(min_length=1, max_length=1 << 20, description="The workflow file's YAML.")
+    filename: str = Field("workflow.yaml", min_length=1, max_length=256,
+                          description="Named in error messages (file:line: field: message).")
+    params: dict[str, Any] = Field(default_factory=dict, max_length=256,
+                                   description="Overrides of the workflow's declared params.")
+    tenant: str = Field("default", max_length=128)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=512)
+
+
+class RetryIn(_Model):
+    from_failed: bool = Field(True, description="Run only the failed, skipped and cancelled "
+                              "tasks again (true), or start a new run of the same workflow "
+                              "and params (false).")
+
+
+class RunOut(BaseModel):
+    id: str
+    workflow: str
+    tenant: str
+    state: RunState
+    version: int
+    params: dict[str, Any]
+    cancel_requested: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="Tasks by state.")
+
+    @classmethod
+    def of(cls, run: Run, counts: dict[str, int]) -> RunOut:
+        return cls.model_construct(
+            id=run.id, workflow=run.workflow, tenant=run.tenant, state=run.state,
+            version=run.version, params=run.params, cancel_requested=run.cancel_requested,
+            created_at=_ts(run.created_at), updated_at=_ts(run.updated_at),
+            finished_at=_ts(run.finished_at), counts=counts)
+
+
+class StepOut(BaseModel):
+    id: str
+    needs: list[str]
+    state: str
+    total: int
+    counts: dict[str, int]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @classmethod
+    def of(cls, summary: dict[str, Any]) -> StepOut:
+        """From :func:`bridgehead.domain.runs.step_summary`'s entry (epoch times)."""
+        return cls.model_construct(**{**summary, "started_at": _ts(summary["started_at"]),
+                                      "finished_at": _ts(summary["finished_at"])})
+
+
+class TaskOut(BaseModel):
+    step: str
+    index: int
+    item: str | int | float | None
+    state: TaskState
+    attempt: int
+    tries: int
+    job_id: str | None
+    exit_code: int | None
+    reason: str | None
+    ready_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        return cls.model_construct(
+            step=task.step, index=task.index, item=task.item, state=task.state,
+            attempt=task.attempt, tries=task.tries, job_id=task.job_id,
+            exit_code=task.exit_code, reason=task.reason, ready_at=_ts(task.ready_at),
+            started_at=_ts(task.started_at), finished_at=_ts(task.finished_at))
+
+
+class RunDetailOut(RunOut):
+    steps: list[StepOut]
+    tasks: list[TaskOut]
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next: str | None = Field(None, description="Pass as `after` for the next page.")

@@ -22,7 +22,8 @@ from typing import Any
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_postgres_migrations
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.sql import Conn, Row, SqlJobStore, Tx, expected_states
+from bridgehead.store.runs_sql import SqlRunStore
+from bridgehead.store.sql import Conn, Row, Tx, expected_states
 
 try:
     import asyncpg
@@ -91,7 +92,7 @@ class _PgConn:
             await self._conn.executemany(text, [tuple(r[n] for n in names) for r in rows])
 
 
-class PostgresJobStore(SqlJobStore):
+class PostgresJobStore(SqlRunStore):
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         super().__init__()
         if asyncpg is None:

@@ -29,6 +29,12 @@ INSERT_EVENT = """
 INSERT INTO events (id, type, source, subject, time, data)
 VALUES (:id, :type, :source, :subject, :time, :data)
 """
+INSERT_EXTERNAL_EVENT = """
+INSERT INTO events (id, type, source, subject, time, data)
+VALUES (:id, :type, :source, :subject, :time, :data)
+ON CONFLICT (source, id) DO NOTHING RETURNING seq, time
+"""
+SELECT_EVENT_BY_ID = "SELECT * FROM events WHERE source = :source AND id = :id"
 # Transition SET clause shared by the per-row and batch forms; ``v`` names the new values.
 TRANSITION_SET = """
     state = v.state, version = jobs.version + 1, updated_at = :now,

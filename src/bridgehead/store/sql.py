@@ -145,10 +145,24 @@ def _job_event_rows(jobs: Sequence[Job], now: float) -> list[dict[str, Any]]:
     for job in jobs:
         event = job_event(
             job.id, job.cluster, job.state, exit_code=job.exit_code, reason=job.reason,
-            native_id=job.native_id, attempt=job.attempt,
+            native_id=job.native_id, attempt=job.attempt, name=job.spec.name,
+            labels=job.spec.labels,
         )
         rows.append(event_row(replace(event, time=now)))
     return rows
+
+
+def job_rows(jobs: Sequence[tuple[str, JobSpec]], now: float) -> list[tuple[dict[str, Any], Event]]:
+    """Insert rows (``q.INSERT_JOB``) and ``queued`` events of new jobs ``(id, spec)``."""
+    out = []
+    for job_id, spec in jobs:
+        row = {"id": job_id, "cluster": spec.cluster, "tenant": spec.tenant,
+               "idempotency_key": spec.idempotency_key, "spec": json.dumps(spec.to_dict()),
+               "now": now}
+        event = job_event(job_id, spec.cluster, JobState.QUEUED, attempt=1, name=spec.name,
+                          labels=spec.labels)
+        out.append((row, replace(event, time=now)))
+    return out
 
 
 class SqlJobStore(abc.ABC):
@@ -201,17 +215,7 @@ class SqlJobStore(abc.ABC):
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
         now = time.time()
-        rows: list[dict[str, Any]] = [
-            {
-                "id": new_job_id(),
-                "cluster": s.cluster,
-                "tenant": s.tenant,
-                "idempotency_key": s.idempotency_key,
-                "spec": json.dumps(s.to_dict()),
-                "now": now,
-            }
-            for s in specs
-        ]
+        rows = [row for row, _ in job_rows([(new_job_id(), s) for s in specs], now)]
         out: list[Submitted] = []
         async with self._write() as tx:
             await tx.conn.executemany(q.INSERT_JOB, rows)
@@ -402,14 +406,21 @@ class SqlJobStore(abc.ABC):
             rows = await conn.fetch(self._events_sql(), {"after": after, "limit": limit})
         return [event_from_row(r) for r in rows]
 
-    async def append_events(self, events: Sequence[Event]) -> list[Event]:
+    async def append_events(self, events: Sequence[Event]) -> list[tuple[Event, bool]]:
+        """Log external events; one whose (source, id) is logged already is returned as
+        logged, with False."""
         now = time.time()
         out = []
         async with self._write() as tx:
             for event in events:
                 row = event_row(replace(event, time=event.time or now))
-                found = await tx.conn.fetch(q.INSERT_EVENT + " RETURNING seq, time", row)
-                out.append(replace(event, time=found[0]["time"], seq=found[0]["seq"]))
+                found = await tx.conn.fetch(q.INSERT_EXTERNAL_EVENT, row)
+                if found:
+                    out.append((replace(event, time=found[0]["time"], seq=found[0]["seq"]), True))
+                    continue
+                same = await tx.conn.fetch(q.SELECT_EVENT_BY_ID,
+                                           {"source": event.source, "id": event.id})
+                out.append((event_from_row(same[0]), False))
             tx.notify("events")
         return out
 

@@ -19,7 +19,8 @@ import aiosqlite
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_sqlite_migrations
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.sql import Conn, Row, SqlJobStore, Tx, expected_states
+from bridgehead.store.runs_sql import SqlRunStore
+from bridgehead.store.sql import Conn, Row, Tx, expected_states
 
 CLAIM = """
 UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,
@@ -59,7 +60,7 @@ class _SqliteConn:
             await self._db.executemany(sql, rows)
 
 
-class SqliteJobStore(SqlJobStore):
+class SqliteJobStore(SqlRunStore):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = str(path)

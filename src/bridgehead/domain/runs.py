@@ -1,0 +1,371 @@
+"""Workflow runs: the durable state of one execution of a workflow, and how it advances.
+
+A run holds one **task** per step, or one per item of a ``foreach`` step. The runner never
+waits on anything: each time something happens to a run (it was created, one of its jobs
+ended, a retry came due, a user cancelled or retried it) it loads the run's tasks and calls
+:func:`plan`, a pure function from the stored state to the changes to make. The store applies
+a plan in one transaction guarded by the run's ``version`` (compare-and-set), together with
+the jobs it submits, so a plan is applied once or not at all: after a crash the next plan is
+computed again from what was committed, and no task's job is submitted twice.
+
+Task lifecycle::
+
+    waiting -> queued -> succeeded
+       |         |-> retry_wait -> queued (the next attempt)
+       |         |-> failed | cancelled
+       +-> skipped (a step it needs did not succeed) | cancelled (the run was cancelled)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from bridgehead.domain.events import Event
+from bridgehead.domain.jobs import JobSpec, JobState, new_job_id
+from bridgehead.domain.workflows import Item, WorkflowSpec, step_job_spec
+from bridgehead.errors import InvalidSpec
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    """Some task is not finished."""
+    SUCCEEDED = "succeeded"
+    """Every task succeeded."""
+    FAILED = "failed"
+    """Every task is finished and one failed, was skipped or its job was cancelled."""
+    CANCELLED = "cancelled"
+    """A user cancelled the run: its live jobs were cancelled and nothing else started."""
+
+    @property
+    def terminal(self) -> bool:
+        return self is not RunState.RUNNING
+
+
+class TaskState(StrEnum):
+    WAITING = "waiting"
+    """A step it needs has not finished yet."""
+    QUEUED = "queued"
+    """Its job is submitted (``job_id``); the job's own state says where it is."""
+    RETRY_WAIT = "retry_wait"
+    """The last attempt failed; the next one is submitted at ``not_before``."""
+    SUCCEEDED = "succeeded"
+    """Its job succeeded."""
+    FAILED = "failed"
+    """Its last attempt failed (or timed out) and no retry is left."""
+    SKIPPED = "skipped"
+    """Not run: a step it needs failed, was skipped or was cancelled."""
+    CANCELLED = "cancelled"
+    """The run was cancelled, or a user cancelled its job."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in TASK_TERMINAL
+
+
+TASK_TERMINAL = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
+)
+RETRYABLE = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+"""Task states that ``retry --from-failed`` runs again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEnd:
+    """What the runner needs to know of a task's job (joined from the jobs table)."""
+
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    run_id: str
+    step: str
+    index: int = 0
+    item: Item | None = None
+    state: TaskState = TaskState.WAITING
+    attempt: int = 0
+    """Attempts made since the run (or its last retry) started this task."""
+    tries: int = 0
+    """Jobs ever submitted for this task: the last part of their idempotency keys."""
+    job_id: str | None = None
+    not_before: float | None = None
+    deadline: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    ready_at: float | None = None
+    """When its last needed step ended (the run's creation for a first step)."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    job: JobEnd | None = None
+    """The state of ``job_id`` when the task was loaded (not stored with the task)."""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.step, self.index
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    id: str
+    workflow: str
+    spec_text: str
+    filename: str = "workflow.yaml"
+    params: dict[str, Any] = field(default_factory=dict)
+    tenant: str = "default"
+    state: RunState = RunState.RUNNING
+    version: int = 1
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Plan:
+    """The changes one look at a run decided; the store applies them all or none."""
+
+    tasks: list[Task] = field(default_factory=list)
+    """Tasks whose stored fields change (their new values)."""
+    jobs: list[tuple[str, JobSpec]] = field(default_factory=list)
+    """(job id, spec) of the jobs to submit, each already recorded on its task."""
+    cancel_jobs: list[str] = field(default_factory=list)
+    """Live jobs to cancel (the run was cancelled, or an attempt ran past its timeout)."""
+    state: RunState | None = None
+    """The run's new state, when it changes."""
+    events: list[Event] = field(default_factory=list)
+    wake_at: float | None = None
+    """The next time the run needs a look without any event (a retry or a timeout)."""
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.tasks or self.jobs or self.state is not None)
+
+
+Router = Callable[[JobSpec], JobSpec]
+"""Choose a cluster for a spec routed by labels; raises InvalidSpec when none fits."""
+
+
+def new_run_id() -> str:
+    """``r-`` and 20 hex digits: sortable by creation (seconds), then random."""
+    return f"r-{int(time.time()):010x}{secrets.token_hex(5)}"
+
+
+def expand(spec: WorkflowSpec, run_id: str, params: Mapping[str, Any]) -> list[Task]:
+    """A new run's tasks: one per step, one per item of a ``foreach`` step, in step order."""
+    tasks: list[Task] = []
+    for step in spec.steps:
+        if step.foreach is None:
+            tasks.append(Task(run_id=run_id, step=step.id))
+            continue
+        items = step.foreach.items(params)
+        tasks.extend(Task(run_id=run_id, step=step.id, index=i, item=item)
+                     for i, item in enumerate(items))
+    return tasks
+
+
+def plan(spec: WorkflowSpec, run: Run, tasks: Sequence[Task], *, now: float,
+         router: Router | None = None) -> Plan:
+    """What to change in ``run`` now, from its tasks as stored (with their jobs' states)."""
+    if run.state.terminal:
+        return Plan()
+    out = Plan()
+    current = {t.key: t for t in tasks}
+
+    def change(task: Task, **updates: Any) -> Task:
+        new = replace(task, **updates)
+        current[task.key] = new
+        out.tasks.append(new)
+        if new.state is not task.state:
+            out.events.append(task_event(run, new))
+        return new
+
+    for task in tasks:
+        if task.state is TaskState.QUEUED:
+            _on_job(spec, run, task, now, change, out)
+    for task in list(current.values()):
+        if run.cancel_requested and task.state in (TaskState.WAITING, TaskState.RETRY_WAIT):
+            change(task, state=TaskState.CANCELLED, reason="the run was cancelled",
+                   finished_at=now, not_before=None)
+    if not run.cancel_requested:
+        _start_ready(spec, run, current, now, change, out, router)
+    _finish(run, current, now, out)
+    return out
+
+
+def _on_job(spec: WorkflowSpec, run: Run, task: Task, now: float,
+            change: Callable[..., Task], out: Plan) -> None:
+    """A queued task: its job ended -> settle it; still live -> cancel it if due."""
+    job = task.job
+    if job is None or not job.state.terminal:
+        if task.job_id and (run.cancel_requested or (task.deadline and task.deadline <= now)):
+            out.cancel_jobs.append(task.job_id)
+        elif task.deadline is not None:
+            out.wake_at = _earliest(out.wake_at, task.deadline)
+        return
+    ended = job.finished_at or now
+    common = {"exit_code": job.exit_code, "started_at": job.started_at, "finished_at": ended}
+    if job.state is JobState.SUCCEEDED:
+        change(task, state=TaskState.SUCCEEDED, reason=None, **common)
+        return
+    timed_out = (job.state is JobState.CANCELLED and task.deadline is not None
+                 and task.deadline <= ended and not run.cancel_requested)
+    if job.state is JobState.CANCELLED and not timed_out:
+        change(task, state=TaskState.CANCELLED, reason=job.reason or "cancelled", **common)
+        return
+    step = spec.step(task.step)
+    reason = (f"timed out after {step.timeout_s}s" if timed_out
+              else job.reason or f"job {job.state.value}")
+    if task.attempt <= step.retries.count and not run.cancel_requested:
+        due = ended + step.retries.delay(task.attempt)
+        change(task, state=TaskState.RETRY_WAIT, not_before=due, reason=reason, **common)
+    else:
+        change(task, state=TaskState.FAILED, reason=reason, **common)
+
+
+def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Task],
+                 now: float, change: Callable[..., Task], out: Plan,
+                 router: Router | None) -> None:
+    by_step: dict[str, list[Task]] = {}
+    for task in current.values():
+        by_step.setdefault(task.step, []).append(task)
+    for step in map(spec.step, spec.topological_order()):  # a skip or a start cascades
+        waiting = [t for t in by_step.get(step.id, ()) if t.state is TaskState.WAITING]
+        due = [t for t in by_step.get(step.id, ())
+               if t.state is TaskState.RETRY_WAIT]
+        if waiting:
+            needed = [t for need in step.needs for t in by_step.get(need, ())]
+            if any(t.state in RETRYABLE for t in needed):
+                blocker = next(t.step for t in needed if t.state in RETRYABLE)
+                for task in waiting:
+                    change(task, state=TaskState.SKIPPED, finished_at=now,
+                           reason=f"needs {blocker!r}, which did not succeed")
+            elif all(t.state is TaskState.SUCCEEDED for t in needed):
+                ready_at = max((t.finished_at or now for t in needed), default=run.created_at)
+                for task in waiting:
+                    _submit(spec, run, change(task, ready_at=ready_at), now, change, out, router)
+        for task in due:
+            if task.not_before is not None and task.not_before > now:
+                out.wake_at = _earliest(out.wake_at, task.not_before)
+            else:
+                _submit(spec, run, task, now, change, out, router)
+
+
+def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,
+            change: Callable[..., Task], out: Plan, router: Router | None) -> None:
+    step = spec.step(task.step)
+    try:
+        job_spec = job_spec_for(spec, run, task)
+        if router is not None and not job_spec.cluster:
+            job_spec = router(job_spec)
+    except InvalidSpec as exc:
+        change(task, state=TaskState.FAILED, reason=f"cannot submit: {exc.message}",
+               finished_at=now)
+        return
+    job_id = new_job_id()
+    deadline = now + step.timeout_s if step.timeout_s else None
+    change(task, state=TaskState.QUEUED, job_id=job_id, attempt=task.attempt + 1,
+           tries=task.tries + 1, not_before=None, deadline=deadline, exit_code=None,
+           started_at=None, finished_at=None)
+    out.jobs.append((job_id, job_spec))
+    if deadline is not None:
+        out.wake_at = _earliest(out.wake_at, deadline)
+
+
+def job_spec_for(spec: WorkflowSpec, run: Run, task: Task) -> JobSpec:
+    """The job of the task's next try: keyed ``wf:<run>:<step>:<index>:<try>`` (so a plan
+    applied twice could not submit it twice either) and labelled with the run."""
+    step = spec.step(task.step)
+    base = step_job_spec(spec, step, run.params, task.item)
+    return replace(base, tenant=run.tenant,
+                   idempotency_key=f"wf:{run.id}:{task.step}:{task.index}:{task.tries + 1}",
+                   labels={**base.labels, "run": run.id})
+
+
+def _finish(run: Run, current: dict[tuple[str, int], Task], now: float, out: Plan) -> None:
+    states = {t.state for t in current.values()}
+    if not states <= TASK_TERMINAL:
+        return
+    if run.cancel_requested:
+        out.state = RunState.CANCELLED
+    elif states <= {TaskState.SUCCEEDED}:
+        out.state = RunState.SUCCEEDED
+    else:
+        out.state = RunState.FAILED
+    out.wake_at = None
+    out.events.append(run_event(replace(run, state=out.state, finished_at=now)))
+
+
+def retry_tasks(tasks: Sequence[Task]) -> list[Task]:
+    """``retry --from-failed``: the failed, skipped and cancelled tasks, waiting again with
+    a fresh retry budget (their ``tries`` go on counting, so their jobs get new keys)."""
+    return [replace(t, state=TaskState.WAITING, attempt=0, job_id=None, not_before=None,
+                    deadline=None, exit_code=None, reason=None, ready_at=None,
+                    started_at=None, finished_at=None, job=None)
+            for t in tasks if t.state in RETRYABLE]
+
+
+def run_event(run: Run, kind: str | None = None) -> Event:
+    """``bridgehead.workflow.<started|succeeded|failed|cancelled|cancelling|retried>``."""
+    return Event(type=f"bridgehead.workflow.{kind or run.state.value}", subject=f"runs/{run.id}",
+                 data={"run_id": run.id, "workflow": run.workflow, "state": run.state.value,
+                       "tenant": run.tenant, "params": run.params})
+
+
+def task_event(run: Run, task: Task) -> Event:
+    """``bridgehead.workflow.task.<state>`` for one task of ``run``."""
+    data: dict[str, Any] = {
+        "run_id": run.id, "workflow": run.workflow, "step": task.step, "index": task.index,
+        "state": task.state.value, "attempt": task.attempt, "job_id": task.job_id,
+    }
+    if task.item is not None:
+        data["item"] = task.item
+    if task.reason:
+        data["reason"] = task.reason
+    return Event(type=f"bridgehead.workflow.task.{task.state.value}",
+                 subject=f"runs/{run.id}/{task.step}/{task.index}", data=data)
+
+
+def step_summary(spec: WorkflowSpec, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """Per step: its state (the least advanced of its tasks'), counts and times."""
+    out = []
+    for step in spec.steps:
+        mine = [t for t in tasks if t.step == step.id]
+        counts: dict[str, int] = {}
+        for t in mine:
+            counts[t.state.value] = counts.get(t.state.value, 0) + 1
+        starts = [t.started_at for t in mine if t.started_at]
+        ends = [t.finished_at for t in mine if t.finished_at]
+        done = all(t.state.terminal for t in mine)
+        started, finished = min(starts, default=None), max(ends, default=None) if done else None
+        out.append({
+            "id": step.id, "needs": list(step.needs), "state": _step_state(mine),
+            "total": len(mine), "counts": counts, "started_at": started, "finished_at": finished,
+            "duration_s": finished - started if started and finished else None,
+        })
+    return out
+
+
+_STEP_ORDER = [TaskState.FAILED, TaskState.QUEUED, TaskState.RETRY_WAIT, TaskState.WAITING,
+               TaskState.CANCELLED, TaskState.SKIPPED, TaskState.SUCCEEDED]
+
+
+def _step_state(tasks: Sequence[Task]) -> str:
+    """A step's state: failed if any task failed; else live if any is; else the rest."""
+    if not tasks:
+        return TaskState.SUCCEEDED.value  # an empty fan-out has nothing left to do
+    states = {t.state for t in tasks}
+    return next(s.value for s in _STEP_ORDER if s in states)
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)

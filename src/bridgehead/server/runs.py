@@ -1,0 +1,143 @@
+"""Workflow runs: start (from a workflow file's text), read, long-poll, list, cancel, retry.
+
+The server only records what a user asks; the runner (:mod:`bridgehead.workflows.runner`)
+does the rest when it reads the run's event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from bridgehead.domain.clusters import Principal
+from bridgehead.domain.runs import Run, expand, job_spec_for, new_run_id, step_summary
+from bridgehead.errors import Forbidden, NotFound
+from bridgehead.server.auth import ClientOrAdmin
+from bridgehead.server.deps import store_of
+from bridgehead.server.schemas import (
+    RetryIn,
+    RunDetailOut,
+    RunIn,
+    RunOut,
+    RunPage,
+    StepOut,
+    TaskOut,
+    json_response,
+)
+from bridgehead.store import JobStore
+from bridgehead.workflows.runner import spec_of
+
+router = APIRouter(prefix="/v1/workflows/runs", tags=["workflows"])
+
+
+async def start_run(store: JobStore, body: RunIn) -> tuple[Run, bool]:
+    """Validate the workflow and its params, then store the run (the runner starts it)."""
+    spec = spec_of(body.spec, body.filename)
+    params = spec.resolve_params(body.params)
+    run = Run(id=new_run_id(), workflow=spec.name, spec_text=body.spec, filename=body.filename,
+              params=params, tenant=body.tenant, idempotency_key=body.idempotency_key)
+    tasks = expand(spec, run.id, params)
+    checked: set[str] = set()
+    for task in tasks:  # one job per step, built now: a bad param fails here, not mid-run
+        if task.step not in checked:
+            checked.add(task.step)
+            job_spec_for(spec, run, task)
+    return await store.create_run(run, tasks)
+
+
+async def _visible(request: Request, p: Principal, run_id: str) -> Run:
+    run = await store_of(request).get_run(run_id)
+    if not p.may_see_tenant(run.tenant):
+        raise NotFound(f"workflow run {run_id} not found")
+    return run
+
+
+async def _out(store: JobStore, run: Run) -> RunOut:
+    counts = await store.task_counts([run.id])
+    return RunOut.of(run, counts[run.id])
+
+
+@router.post("", response_model=RunOut, status_code=201,
+             responses={200: {"description": "The idempotency key matched an existing run."}})
+async def create(body: RunIn, request: Request, p: ClientOrAdmin) -> Response:
+    """Start a run of a workflow (the YAML text of its file) with ``params``."""
+    if not p.may_see_tenant(body.tenant):
+        raise Forbidden(f"this token may not start runs in tenant {body.tenant!r}")
+    store = store_of(request)
+    run, created = await start_run(store, body)
+    return json_response(await _out(store, run), 201 if created else 200)
+
+
+@router.get("", response_model=RunPage)
+async def list_runs(
+    request: Request,
+    p: ClientOrAdmin,
+    state: str | None = None,
+    workflow: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    after: str | None = None,
+) -> Response:
+    """Runs, newest first; ``after`` is the ``next`` of the previous page."""
+    store = store_of(request)
+    runs = await store.list_runs(state=state, workflow=workflow, tenant=p.tenant,
+                                 limit=limit, after=after)
+    counts = await store.task_counts([r.id for r in runs])
+    page = RunPage.model_construct(runs=[RunOut.of(r, counts[r.id]) for r in runs],
+                                   next=runs[-1].id if len(runs) == limit else None)
+    return json_response(page)
+
+
+@router.get("/{run_id}", response_model=RunDetailOut)
+async def get_run(
+    run_id: str,
+    request: Request,
+    p: ClientOrAdmin,
+    wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds for "
+                                 "a version newer than ``version``.")] = 0.0,
+    version: Annotated[int, Query(ge=0)] = 0,
+    tasks: Annotated[bool, Query(description="Include every task.")] = True,
+) -> Response:
+    """A run with its steps (state, counts, times) and tasks."""
+    store = store_of(request)
+    deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
+    async with store.hub.watch(f"run:{run_id}") as changed:
+        run = await _visible(request, p, run_id)
+        while run.version <= version and (left := deadline - time.monotonic()) > 0:
+            if not await changed.wait(left):
+                break
+            run = await _visible(request, p, run_id)
+    found = await store.run_tasks(run_id)
+    spec = spec_of(run.spec_text, run.filename)
+    counts: dict[str, int] = {}
+    for task in found:
+        counts[task.state.value] = counts.get(task.state.value, 0) + 1
+    base = RunOut.of(run, counts)
+    detail = RunDetailOut.model_construct(
+        **dict(base),
+        steps=[StepOut.of(s) for s in step_summary(spec, found)],
+        tasks=[TaskOut.of(t) for t in found] if tasks else [])
+    return json_response(detail)
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut)
+async def cancel(run_id: str, request: Request, p: ClientOrAdmin) -> Response:
+    """Cancel the run: its live jobs are cancelled and nothing else starts."""
+    await _visible(request, p, run_id)
+    store = store_of(request)
+    return json_response(await _out(store, await store.request_run_cancel(run_id)))
+
+
+@router.post("/{run_id}/retry", response_model=RunOut)
+async def retry(run_id: str, body: RetryIn, request: Request, p: ClientOrAdmin) -> Response:
+    """Retry a failed or cancelled run: only what did not succeed (``from_failed``), or all
+    of it as a new run."""
+    run = await _visible(request, p, run_id)
+    store = store_of(request)
+    if body.from_failed:
+        return json_response(await _out(store, await store.retry_run(run_id)))
+    again = RunIn(spec=run.spec_text, filename=run.filename, params=run.params,
+                  tenant=run.tenant)
+    new, _ = await start_run(store, again)
+    return json_response(await _out(store, new), 201)

@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 SETTLE_POLL_S = 0.2
 """Poll interval while a job is settling (e.g. Slurm's COMPLETING, or accounting lagging)."""
+MAX_CLAIM = 1000
+"""The most jobs one claim takes (the free slots permitting; 1,000 is the API's limit): a wide
+fan-out is leased at once, then handed to the scheduler; the leases of claimed jobs are renewed
+with the agent's heartbeat, so a long submission round loses none."""
 
 
 @dataclass
@@ -147,7 +151,7 @@ class Agent:
             try:
                 await self._submit_pending()
                 free = self.backend.free_slots()
-                room = 64 if free is None else min(free, 64)
+                room = MAX_CLAIM if free is None else min(free, MAX_CLAIM)
                 cancelling = [i for i, t in self.tracked.items() if t.cancel_sent]
                 jobs, cancel = await self.client.claim(
                     self.settings.cluster, self.agent_id, max_jobs=room,

@@ -18,8 +18,6 @@ Task lifecycle::
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -156,8 +154,9 @@ Router = Callable[[JobSpec], JobSpec]
 
 
 def new_run_id() -> str:
-    """``r-`` and 20 hex digits: sortable by creation (seconds), then random."""
-    return f"r-{int(time.time()):010x}{secrets.token_hex(5)}"
+    """``r-`` and a job-style id: runs made by one process sort by creation, even within a
+    millisecond (``list_runs`` is newest first by id), then 40 random bits."""
+    return f"r-{new_job_id()}"
 
 
 def expand(spec: WorkflowSpec, run_id: str, params: Mapping[str, Any]) -> list[Task]:
@@ -235,29 +234,40 @@ def _on_job(spec: WorkflowSpec, run: Run, task: Task, now: float,
 def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Task],
                  now: float, change: Callable[..., Task], out: Plan,
                  router: Router | None) -> None:
-    by_step: dict[str, list[Task]] = {}
-    for task in current.values():
-        by_step.setdefault(task.step, []).append(task)
-    for step in map(spec.step, spec.topological_order()):  # a skip or a start cascades
-        waiting = [t for t in by_step.get(step.id, ()) if t.state is TaskState.WAITING]
-        due = [t for t in by_step.get(step.id, ())
-               if t.state is TaskState.RETRY_WAIT]
-        if waiting:
-            needed = [t for need in step.needs for t in by_step.get(need, ())]
-            if any(t.state in RETRYABLE for t in needed):
-                blocker = next(t.step for t in needed if t.state in RETRYABLE)
-                for task in waiting:
-                    change(task, state=TaskState.SKIPPED, finished_at=now,
-                           reason=f"needs {blocker!r}, which did not succeed")
-            elif all(t.state is TaskState.SUCCEEDED for t in needed):
-                ready_at = max((t.finished_at or now for t in needed), default=run.created_at)
-                for task in waiting:
-                    _submit(spec, run, change(task, ready_at=ready_at), now, change, out, router)
-        for task in due:
-            if task.not_before is not None and task.not_before > now:
-                out.wake_at = _earliest(out.wake_at, task.not_before)
-            else:
-                _submit(spec, run, task, now, change, out, router)
+    """Skip or start the waiting tasks whose needs are settled, submit the retries due.
+
+    Steps are visited in topological order and each need is judged on the tasks as this plan
+    has left them, so a skip cascades down a chain in one plan. A step without tasks (an
+    empty fan-out) succeeds once its own needs have, and blocks when one of them is blocked."""
+    keys: dict[str, list[tuple[str, int]]] = {}
+    for key in current:
+        keys.setdefault(key[0], []).append(key)
+    done_at: dict[str, float] = {}  # steps that succeeded: when their last task ended
+    blocked: set[str] = set()  # steps that cannot succeed (a task failed, skipped, cancelled)
+    for step in map(spec.step, spec.topological_order()):
+        blocker = next((need for need in step.needs if need in blocked), None)
+        ready = all(need in done_at for need in step.needs)
+        for key in keys.get(step.id, ()):
+            task = current[key]
+            if task.state is TaskState.WAITING and blocker is not None:
+                change(task, state=TaskState.SKIPPED, finished_at=now,
+                       reason=f"needs {blocker!r}, which did not succeed")
+            elif task.state is TaskState.WAITING and ready:
+                ready_at = max((done_at[need] for need in step.needs), default=run.created_at)
+                _submit(spec, run, change(task, ready_at=ready_at), now, change, out, router)
+            elif task.state is TaskState.RETRY_WAIT:
+                if task.not_before is not None and task.not_before > now:
+                    out.wake_at = _earliest(out.wake_at, task.not_before)
+                else:
+                    _submit(spec, run, task, now, change, out, router)
+        mine = [current[key] for key in keys.get(step.id, ())]
+        if any(t.state in RETRYABLE for t in mine) or (not mine and blocker is not None):
+            blocked.add(step.id)
+        elif mine and all(t.state is TaskState.SUCCEEDED for t in mine):
+            done_at[step.id] = max(t.finished_at or now for t in mine)
+        elif not mine and ready:
+            done_at[step.id] = max((done_at[need] for need in step.needs),
+                                   default=run.created_at)
 
 
 def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,

@@ -29,7 +29,8 @@ from bridgehead.errors import (
     NotFound,
     StoreError,
 )
-from bridgehead.server import admin, agents, jobs, runs
+from bridgehead.rules.engine import RuleEngine
+from bridgehead.server import admin, agents, jobs, rules, runs
 from bridgehead.server.auth import Authed, TokenCache
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore, create_store
@@ -144,12 +145,14 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     app.state.tokens = TokenCache()
     app.state.metrics = Metrics()
     app.state.runner = WorkflowRunner(store, cluster_ttl_s=settings.cluster_ttl_s)
-    app.state.consumers = [app.state.runner]
+    app.state.rules = RuleEngine(store, cluster_ttl_s=settings.cluster_ttl_s)
+    app.state.consumers = [app.state.runner, app.state.rules]
     _install_handlers(app)
     app.include_router(jobs.router)
     app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(runs.router)
+    app.include_router(rules.router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from bridgehead.domain.clusters import Principal
-from bridgehead.domain.runs import Run, expand, job_spec_for, new_run_id, step_summary
+from bridgehead.domain.runs import Run, step_summary
 from bridgehead.errors import Forbidden, NotFound
 from bridgehead.server.auth import ClientOrAdmin
 from bridgehead.server.deps import store_of
@@ -27,24 +27,14 @@ from bridgehead.server.schemas import (
     json_response,
 )
 from bridgehead.store import JobStore
-from bridgehead.workflows.runner import spec_of
+from bridgehead.workflows.runner import create_run, spec_of
 
 router = APIRouter(prefix="/v1/workflows/runs", tags=["workflows"])
 
 
 async def start_run(store: JobStore, body: RunIn) -> tuple[Run, bool]:
-    """Validate the workflow and its params, then store the run (the runner starts it)."""
-    spec = spec_of(body.spec, body.filename)
-    params = spec.resolve_params(body.params)
-    run = Run(id=new_run_id(), workflow=spec.name, spec_text=body.spec, filename=body.filename,
-              params=params, tenant=body.tenant, idempotency_key=body.idempotency_key)
-    tasks = expand(spec, run.id, params)
-    checked: set[str] = set()
-    for task in tasks:  # one job per step, built now: a bad param fails here, not mid-run
-        if task.step not in checked:
-            checked.add(task.step)
-            job_spec_for(spec, run, task)
-    return await store.create_run(run, tasks)
+    return await create_run(store, body.spec, filename=body.filename, params=body.params,
+                            tenant=body.tenant, idempotency_key=body.idempotency_key)
 
 
 async def _visible(request: Request, p: Principal, run_id: str) -> Run:

@@ -351,3 +351,9 @@ class RunDetailOut(RunOut):
 class RunPage(BaseModel):
     runs: list[RunOut]
     next: str | None = Field(None, description="Pass as `after` for the next page.")
+
+
+class RulesIn(_Model):
+    rules: list[dict[str, Any]] = Field(min_length=1, max_length=1000, description=(
+        "Rules in the rules-file shape (name, description, enabled, match, actions); a "
+        "start_workflow action gives the workflow's text as spec."))

@@ -231,25 +231,31 @@ class SqlRunStore(SqlJobStore):
     async def _bump(self, run_id: str, kind: str, *, cancel: bool) -> Run:
         now = time.time()
         async with self._write() as tx:
-            found = await tx.conn.fetch(SELECT_RUN, {"id": run_id})
-            if not found:
-                raise NotFound(f"workflow run {run_id} not found")
-            run = run_from_row(found[0])
-            if cancel and (run.state.terminal or run.cancel_requested):
-                return run
-            retried: list[Task] = []
-            if not cancel:
-                if run.state not in (RunState.FAILED, RunState.CANCELLED):
-                    raise Conflict(f"run {run_id} is {run.state.value}: only a failed or "
-                                   "cancelled run can be retried")
-                tasks = await tx.conn.fetch(SELECT_TASKS, {"id": run_id})
-                retried = retry_tasks([task_from_row(r) for r in tasks])
-            rows = await tx.conn.fetch(BUMP_RUN, {
-                "id": run.id, "version": run.version, "now": now,
-                "state": run.state.value if cancel else RunState.RUNNING.value,
-                "finished_at": None if not cancel else run.finished_at,
-                "cancel_requested": cancel,
-            })
+            # A runner's plan may commit between this read and the compare-and-set below (on
+            # PostgreSQL, whose READ COMMITTED statements each see the latest commit): then
+            # read the run again and decide on it as it now is.
+            while True:
+                found = await tx.conn.fetch(SELECT_RUN, {"id": run_id})
+                if not found:
+                    raise NotFound(f"workflow run {run_id} not found")
+                run = run_from_row(found[0])
+                if cancel and (run.state.terminal or run.cancel_requested):
+                    return run
+                retried: list[Task] = []
+                if not cancel:
+                    if run.state not in (RunState.FAILED, RunState.CANCELLED):
+                        raise Conflict(f"run {run_id} is {run.state.value}: only a failed or "
+                                       "cancelled run can be retried")
+                    tasks = await tx.conn.fetch(SELECT_TASKS, {"id": run_id})
+                    retried = retry_tasks([task_from_row(r) for r in tasks])
+                rows = await tx.conn.fetch(BUMP_RUN, {
+                    "id": run.id, "version": run.version, "now": now,
+                    "state": run.state.value if cancel else RunState.RUNNING.value,
+                    "finished_at": None if not cancel else run.finished_at,
+                    "cancel_requested": cancel,
+                })
+                if rows:
+                    break
             bumped = run_from_row(rows[0])
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in retried])
             await self._log(tx, [run_event(bumped, kind)], now)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import lru_cache
+from typing import Any
 
 from bridgehead.domain.clusters import route
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
-from bridgehead.domain.runs import Router, Run, plan
+from bridgehead.domain.runs import Router, Run, expand, job_spec_for, new_run_id, plan
 from bridgehead.domain.workflows import WorkflowSpec
 from bridgehead.errors import NotFound
 from bridgehead.server.consumers import EventConsumer
@@ -38,6 +40,24 @@ _ATTEMPTS = 8
 def spec_of(text: str, filename: str) -> WorkflowSpec:
     """A run's workflow, parsed once per process (runs store the file's text)."""
     return parse_workflow(text, filename)
+
+
+async def create_run(store: JobStore, spec_text: str, *, filename: str = "workflow.yaml",
+                     params: Mapping[str, Any] | None = None, tenant: str = "default",
+                     idempotency_key: str | None = None) -> tuple[Run, bool]:
+    """Validate a workflow and a run's params, then store the run; the runner starts it when
+    it reads the run's ``started`` event. The same ``idempotency_key`` returns the same run."""
+    spec = spec_of(spec_text, filename)
+    resolved = spec.resolve_params(params)
+    run = Run(id=new_run_id(), workflow=spec.name, spec_text=spec_text, filename=filename,
+              params=resolved, tenant=tenant, idempotency_key=idempotency_key)
+    tasks = expand(spec, run.id, resolved)
+    checked: set[str] = set()
+    for task in tasks:  # one job per step, built now: a bad param fails here, not mid-run
+        if task.step not in checked:
+            checked.add(task.step)
+            job_spec_for(spec, run, task)
+    return await store.create_run(run, tasks)
 
 
 def runs_in(events: list[Event]) -> list[str]:

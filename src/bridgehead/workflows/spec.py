@@ -384,8 +384,9 @@ def parse_workflow(text: str, filename: str = "<string>") -> WorkflowSpec:
         raise InvalidSpec(_message(filename, root, exc.loc, exc.detail)) from exc
 
 
-def load_workflow(path: str | Path) -> WorkflowSpec:
-    """The workflow in the YAML file at ``path`` (at most 1 MiB of UTF-8)."""
+def read_spec_file(path: str | Path) -> str:
+    """The UTF-8 text of a workflow or rules file (at most 1 MiB: larger files are refused
+    unread); ``InvalidSpec`` naming the file otherwise."""
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -395,10 +396,14 @@ def load_workflow(path: str | Path) -> WorkflowSpec:
     if len(data) > MAX_FILE_BYTES:
         raise InvalidSpec(f"{path}: larger than {MAX_FILE_BYTES} bytes")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSpec(f"{path}: not UTF-8 text") from exc
-    return parse_workflow(text, str(path))
+
+
+def load_workflow(path: str | Path) -> WorkflowSpec:
+    """The workflow in the YAML file at ``path`` (at most 1 MiB of UTF-8)."""
+    return parse_workflow(read_spec_file(path), str(path))
 
 
 def load_workflows(folder: str | Path, pattern: str = "*.y*ml") -> list[WorkflowSpec]:

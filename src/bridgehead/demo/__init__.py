@@ -1,0 +1,1 @@
+"""Demo content shipped with Bridgehead: the crystallography workflow of the README."""

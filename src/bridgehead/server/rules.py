@@ -1,0 +1,58 @@
+"""Event rules: create or replace (by name), list (secrets masked), delete.
+
+Rules act with the server's authority (they submit jobs and start runs in any tenant their
+template names), so changing them needs an admin token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from bridgehead.errors import InvalidSpec
+from bridgehead.rules.spec import validate_rule
+from bridgehead.server.auth import Admin, ClientOrAdmin
+from bridgehead.server.deps import store_of
+from bridgehead.server.schemas import RulesIn
+
+router = APIRouter(prefix="/v1/rules", tags=["rules"])
+
+
+def _public(stored: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in stored.items() if k not in ("created_at", "updated_at")}
+    return {**validate_rule(data).public_dict(), "created_at": stored["created_at"],
+            "updated_at": stored["updated_at"]}
+
+
+@router.put("", response_model=list[dict[str, Any]])
+async def put_rules(body: RulesIn, request: Request, _p: Admin) -> list[dict[str, Any]]:
+    """Create or replace each rule by name; all or none (one invalid rule refuses the lot,
+    its index and field named). Answers the rules as stored, secrets masked."""
+    rules = []
+    for index, data in enumerate(body.rules):
+        try:
+            rules.append(validate_rule(data))
+        except InvalidSpec as exc:
+            located = bool(getattr(exc, "loc", ()))
+            raise InvalidSpec(f"rules[{index}]{'.' if located else ': '}{exc.message}") from exc
+    names = [r.name for r in rules]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise InvalidSpec(f"rules[{index}].name: {name!r} is given twice")
+    store = store_of(request)
+    await store.put_rules([(r.name, r.to_dict()) for r in rules])
+    wanted = set(names)
+    return [_public(r) for r in await store.list_rules() if r["name"] in wanted]
+
+
+@router.get("", response_model=list[dict[str, Any]])
+async def list_rules(request: Request, _p: ClientOrAdmin) -> list[dict[str, Any]]:
+    """Every rule, by name, with webhook secrets shown as ``***``."""
+    return [_public(r) for r in await store_of(request).list_rules()]
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_rule(name: str, request: Request, _p: Admin) -> Response:
+    await store_of(request).delete_rule(name)
+    return Response(status_code=204)

@@ -273,14 +273,18 @@ def clusters(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--jobs", "n", type=click.IntRange(1, 500), default=8, show_default=True)
-@click.option("--cluster", default="local", show_default=True)
-def demo(n: int, cluster: str) -> None:
-    """Run a small batch of jobs with live progress, then show them and one log."""
+@click.option("--bins", type=click.IntRange(1, 64), default=None,
+              help="Fan-out of the indexing step (default: the workflow's, 6).")
+@click.option("--cluster", default=None,
+              help="Run it on this cluster (default: the workflow's, local).")
+@click.option("--json", "as_json", is_flag=True,
+              help="No live output: print the run's JSON when it ends.")
+def demo(bins: int | None, cluster: str | None, as_json: bool) -> None:
+    """Run the crystallography demo workflow live: a row per step, each task's log, then a
+    summary. Exit 0 if the run succeeded, 1 if not."""
     from bridgehead.cli.demo import run_demo
 
-    if not run_demo(n, cluster):
-        sys.exit(1)
+    sys.exit(run_demo(bins, cluster, as_json=as_json))
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -335,6 +339,18 @@ cli.add_command(workflow)
 from bridgehead.cli.airflow import airflow as airflow_group  # noqa: E402 - a command group
 
 cli.add_command(airflow_group)
+
+from bridgehead.cli.watch import watch  # noqa: E402 - a command
+
+cli.add_command(watch)
+
+from bridgehead.cli.events import events as events_group  # noqa: E402 - a command group
+
+cli.add_command(events_group)
+
+from bridgehead.cli.rules import rules as rules_group  # noqa: E402 - a command group
+
+cli.add_command(rules_group)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -177,6 +177,26 @@ def test_cancel_cancels_live_jobs_and_starts_nothing_else(tmp_path: Path) -> Non
     assert not log.exists()
 
 
+def test_a_step_past_its_timeout_is_cancelled_and_counts_as_failed(tmp_path: Path) -> None:
+    log = tmp_path / "ran"
+    steps = ("  - id: stuck\n    command: [sleep, \"60\"]\n    timeout: 2s\n"
+             "    retries: {count: 1, backoff: 0s}\n"
+             + mark_step("after", log, needs="[stuck]"))
+    with stack(tmp_path) as s, Client(s.server.url, s.admin) as bh:
+        started = time.monotonic()
+        run = bh.start_run(workflow(steps))
+        done = bh.wait_run(run["id"], timeout=60)
+        took = time.monotonic() - started
+        jobs = jobs_of(bh, run["id"])
+    assert done["state"] == "failed"
+    stuck = next(t for t in done["tasks"] if t["step"] == "stuck")
+    assert stuck["state"] == "failed" and stuck["reason"] == "timed out after 2s"
+    assert stuck["tries"] == 2  # the timeout counts as a failed attempt: retried once
+    assert [j.state.value for j in jobs] == ["cancelled", "cancelled"]
+    assert took < 30  # neither attempt ran its 60 s
+    assert not log.exists()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -254,7 +254,7 @@ def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Ta
                        reason=f"needs {blocker!r}, which did not succeed")
             elif task.state is TaskState.WAITING and ready:
                 ready_at = max((done_at[need] for need in step.needs), default=run.created_at)
-                _submit(spec, run, change(task, ready_at=ready_at), now, change, out, router)
+                _submit(spec, run, task, now, change, out, router, ready_at=ready_at)
             elif task.state is TaskState.RETRY_WAIT:
                 if task.not_before is not None and task.not_before > now:
                     out.wake_at = _earliest(out.wake_at, task.not_before)
@@ -271,7 +271,9 @@ def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Ta
 
 
 def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,
-            change: Callable[..., Task], out: Plan, router: Router | None) -> None:
+            change: Callable[..., Task], out: Plan, router: Router | None,
+            **also: Any) -> None:
+    """Submit the task's next try (one change of the task, with ``also``)."""
     step = spec.step(task.step)
     try:
         job_spec = job_spec_for(spec, run, task)
@@ -279,13 +281,13 @@ def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,
             job_spec = router(job_spec)
     except InvalidSpec as exc:
         change(task, state=TaskState.FAILED, reason=f"cannot submit: {exc.message}",
-               finished_at=now)
+               finished_at=now, **also)
         return
     job_id = new_job_id()
     deadline = now + step.timeout_s if step.timeout_s else None
     change(task, state=TaskState.QUEUED, job_id=job_id, attempt=task.attempt + 1,
            tries=task.tries + 1, not_before=None, deadline=deadline, exit_code=None,
-           started_at=None, finished_at=None)
+           started_at=None, finished_at=None, **also)
     out.jobs.append((job_id, job_spec))
     if deadline is not None:
         out.wake_at = _earliest(out.wake_at, deadline)
@@ -294,11 +296,10 @@ def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,
 def job_spec_for(spec: WorkflowSpec, run: Run, task: Task) -> JobSpec:
     """The job of the task's next try: keyed ``wf:<run>:<step>:<index>:<try>`` (so a plan
     applied twice could not submit it twice either) and labelled with the run."""
-    step = spec.step(task.step)
-    base = step_job_spec(spec, step, run.params, task.item)
-    return replace(base, tenant=run.tenant,
-                   idempotency_key=f"wf:{run.id}:{task.step}:{task.index}:{task.tries + 1}",
-                   labels={**base.labels, "run": run.id})
+    return step_job_spec(
+        spec, spec.step(task.step), run.params, task.item, tenant=run.tenant,
+        idempotency_key=f"wf:{run.id}:{task.step}:{task.index}:{task.tries + 1}",
+        labels={"run": run.id})
 
 
 def _finish(run: Run, current: dict[tuple[str, int], Task], now: float, out: Plan) -> None:

@@ -272,9 +272,12 @@ class WorkflowSpec:
 
 
 def step_job_spec(workflow: WorkflowSpec, step: StepSpec, params: Mapping[str, Any],
-                  item: Item | None = None) -> JobSpec:
+                  item: Item | None = None, *, tenant: str = "default",
+                  idempotency_key: str | None = None,
+                  labels: Mapping[str, str] | None = None) -> JobSpec:
     """The job for ``step`` (and one ``item`` of its fan-out) with the run's ``params``: the
-    templates rendered word by word, named ``<workflow>.<step>``, labelled with both."""
+    templates rendered word by word, named ``<workflow>.<step>``, labelled with both (and
+    ``labels``)."""
     if (item is None) != (step.foreach is None):
         raise InvalidSpec(f"step {step.id!r}: give an item exactly when the step has foreach")
 
@@ -288,7 +291,8 @@ def step_job_spec(workflow: WorkflowSpec, step: StepSpec, params: Mapping[str, A
         name=f"{workflow.name}.{step.id}",
         env={key: text(value) for key, value in step.env.items()},
         resources=step.resources, scheduler_options=step.scheduler_options,
-        labels={**step.labels, "workflow": workflow.name, "step": step.id},
+        labels={**step.labels, "workflow": workflow.name, "step": step.id, **(labels or {})},
+        tenant=tenant, idempotency_key=idempotency_key,
     )
 
 

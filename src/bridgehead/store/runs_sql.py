@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from bridgehead.domain.events import Event
@@ -210,9 +209,9 @@ class SqlRunStore(SqlJobStore):
             if plan.jobs:
                 # Keys are wf:<run>:<step>:<index>:<try> and a try is only counted under this
                 # version's compare-and-set, so none of these inserts can meet its key.
-                jobs = job_rows(plan.jobs, now)
-                await tx.conn.executemany(q.INSERT_JOB, [row for row, _ in jobs])
-                await self._log(tx, [event for _, event in jobs], now)
+                rows_in, events_in = job_rows(plan.jobs, now)
+                await tx.conn.executemany(q.INSERT_JOB, rows_in)
+                await tx.conn.executemany(q.INSERT_EVENT, events_in)
                 tx.notify(*{f"cluster:{spec.cluster}" for _, spec in plan.jobs})
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in plan.tasks])
             await self._log(tx, plan.events, now)
@@ -265,7 +264,7 @@ class SqlRunStore(SqlJobStore):
     async def _log(self, tx: Any, events: Sequence[Event], now: float) -> None:
         if events:
             await tx.conn.executemany(
-                q.INSERT_EVENT, [event_row(replace(e, time=e.time or now)) for e in events])
+                q.INSERT_EVENT, [event_row(e, now) for e in events])
             tx.notify("events")
 
     # -- event-log consumers ---------------------------------------------------------------

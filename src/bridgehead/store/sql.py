@@ -91,13 +91,14 @@ def job_from_row(row: Row) -> Job:
     )
 
 
-def event_row(event: Event) -> dict[str, Any]:
+def event_row(event: Event, at: float | None = None) -> dict[str, Any]:
+    """The insert row of ``event``; ``at`` is its time when the event has none."""
     return {
         "id": event.id,
         "type": event.type,
         "source": event.source,
         "subject": event.subject,
-        "time": event.time,
+        "time": event.time or at,
         "data": json.dumps(event.data),
     }
 
@@ -148,21 +149,22 @@ def _job_event_rows(jobs: Sequence[Job], now: float) -> list[dict[str, Any]]:
             native_id=job.native_id, attempt=job.attempt, name=job.spec.name,
             labels=job.spec.labels,
         )
-        rows.append(event_row(replace(event, time=now)))
+        rows.append(event_row(event, now))
     return rows
 
 
-def job_rows(jobs: Sequence[tuple[str, JobSpec]], now: float) -> list[tuple[dict[str, Any], Event]]:
-    """Insert rows (``q.INSERT_JOB``) and ``queued`` events of new jobs ``(id, spec)``."""
-    out = []
+def job_rows(jobs: Sequence[tuple[str, JobSpec]],
+             now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Insert rows (``q.INSERT_JOB``) of new jobs ``(id, spec)`` and of their ``queued``
+    events (``q.INSERT_EVENT``)."""
+    rows, events = [], []
     for job_id, spec in jobs:
-        row = {"id": job_id, "cluster": spec.cluster, "tenant": spec.tenant,
-               "idempotency_key": spec.idempotency_key, "spec": json.dumps(spec.to_dict()),
-               "now": now}
-        event = job_event(job_id, spec.cluster, JobState.QUEUED, attempt=1, name=spec.name,
-                          labels=spec.labels)
-        out.append((row, replace(event, time=now)))
-    return out
+        rows.append({"id": job_id, "cluster": spec.cluster, "tenant": spec.tenant,
+                     "idempotency_key": spec.idempotency_key,
+                     "spec": json.dumps(spec.to_dict()), "now": now})
+        events.append(event_row(job_event(job_id, spec.cluster, JobState.QUEUED, attempt=1,
+                                          name=spec.name, labels=spec.labels), now))
+    return rows, events
 
 
 class SqlJobStore(abc.ABC):
@@ -215,7 +217,7 @@ class SqlJobStore(abc.ABC):
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
         now = time.time()
-        rows = [row for row, _ in job_rows([(new_job_id(), s) for s in specs], now)]
+        rows, _ = job_rows([(new_job_id(), s) for s in specs], now)
         out: list[Submitted] = []
         async with self._write() as tx:
             await tx.conn.executemany(q.INSERT_JOB, rows)
@@ -413,7 +415,7 @@ class SqlJobStore(abc.ABC):
         out = []
         async with self._write() as tx:
             for event in events:
-                row = event_row(replace(event, time=event.time or now))
+                row = event_row(event, now)
                 found = await tx.conn.fetch(q.INSERT_EXTERNAL_EVENT, row)
                 if found:
                     out.append((replace(event, time=found[0]["time"], seq=found[0]["seq"]), True))

@@ -81,6 +81,12 @@ def test_a_signed_webhook_is_retried_and_a_failing_action_stops_no_other_rule(
         [failed] = rule_events(bh, "failed")
         echo = eventually(lambda: [j for j in bh.list_jobs(labels={"rule": "broken"})[0]
                                    if j.state.value == "succeeded"], 30, what="the job")
+        metrics = httpx.get(f"{s.server.url}/metrics", timeout=10,
+                            headers={"Authorization": f"Bearer {s.admin}"}).text
+    assert 'bridgehead_rule_actions_total{outcome="fired",rule="notify"} 1.0' in metrics
+    assert 'bridgehead_rule_actions_total{outcome="failed",rule="broken"} 1.0' in metrics
+    assert 'bridgehead_consumer_leading{consumer="rule-engine"} 1.0' in metrics
+    assert 'bridgehead_consumer_leading{consumer="workflow-runner"} 1.0' in metrics
     by_rule = {e["data"]["rule"]: e["data"] for e in fired}
     assert by_rule["notify"]["attempts"] == 3 and by_rule["notify"]["status"] == 200
     assert failed["data"]["rule"] == "broken" and failed["data"]["action"] == 0

@@ -33,6 +33,7 @@ from bridgehead.errors import BridgeheadError
 from bridgehead.rules.spec import validate_rule
 from bridgehead.rules.webhook import deliver
 from bridgehead.server.consumers import EventConsumer
+from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
 from bridgehead.workflows.runner import create_run
 
@@ -47,8 +48,9 @@ class RuleEngine(EventConsumer):
     name = "rule-engine"
 
     def __init__(self, store: JobStore, *, cluster_ttl_s: float = 30.0,
-                 lease_s: float = 15.0, http: httpx.AsyncClient | None = None) -> None:
-        super().__init__(store, lease_s=lease_s)
+                 lease_s: float = 15.0, http: httpx.AsyncClient | None = None,
+                 metrics: Metrics | None = None) -> None:
+        super().__init__(store, lease_s=lease_s, metrics=metrics)
         self.cluster_ttl_s = cluster_ttl_s
         self._http = http
         self._limit = asyncio.Semaphore(CONCURRENCY)
@@ -94,6 +96,7 @@ class RuleEngine(EventConsumer):
                 logger.exception("rule %s action %d failed", rule.name, index)
                 data["error"] = f"{type(exc).__name__}: {exc}"
                 kind = "failed"
+            self.metrics.rule_action(rule.name, kind)
             if kind == "failed":
                 logger.warning("rule %s action %d (%s) on event %s failed: %s", rule.name,
                                index, action.kind, event.id, data["error"])

@@ -144,8 +144,10 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     app.state.store = store
     app.state.tokens = TokenCache()
     app.state.metrics = Metrics()
-    app.state.runner = WorkflowRunner(store, cluster_ttl_s=settings.cluster_ttl_s)
-    app.state.rules = RuleEngine(store, cluster_ttl_s=settings.cluster_ttl_s)
+    app.state.runner = WorkflowRunner(store, cluster_ttl_s=settings.cluster_ttl_s,
+                                      metrics=app.state.metrics)
+    app.state.rules = RuleEngine(store, cluster_ttl_s=settings.cluster_ttl_s,
+                                 metrics=app.state.metrics)
     app.state.consumers = [app.state.runner, app.state.rules]
     _install_handlers(app)
     app.include_router(jobs.router)
@@ -169,6 +171,10 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
         now = time.time()
         online = {s.cluster.name: s.cluster.online(now, settings.cluster_ttl_s)
                   for s in await store.clusters()}
+        last = await store.last_event_seq()
+        for consumer in app.state.consumers:
+            app.state.metrics.consumer(consumer.name, leading=consumer.leading,
+                                       lag=max(0, last - consumer.cursor))
         body = app.state.metrics.render(await store.counts(), online, store.hub.waiting)
         return Response(body, media_type="text/plain; version=0.0.4")
 

@@ -19,6 +19,7 @@ import time
 
 from bridgehead.domain.events import Event
 from bridgehead.errors import StoreError
+from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,14 @@ class EventConsumer:
     name = "consumer"
     batch = 500
 
-    def __init__(self, store: JobStore, *, lease_s: float = 15.0) -> None:
+    def __init__(self, store: JobStore, *, lease_s: float = 15.0,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.lease_s = lease_s
+        self.metrics = metrics or Metrics()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.cursor = 0
+        self.leading = False
 
     async def start(self) -> None:
         """Called each time this server becomes the holder (catch up on stored state)."""
@@ -56,7 +60,11 @@ class EventConsumer:
         while not self._stopping(stop):
             try:
                 if await self.store.acquire_lease(self.name, self.holder, self.lease_s):
-                    await self._lead(stop)
+                    self.leading = True
+                    try:
+                        await self._lead(stop)
+                    finally:
+                        self.leading = False
                     delay = 0.2
                 await self._sleep(stop, self.lease_s / 3)
             except StoreError as exc:

@@ -28,6 +28,18 @@ class Metrics:
                              ["cluster"], registry=self.registry)
         self._waiters = Gauge("bridgehead_waiters", "Open long-polls in this process.",
                               registry=self.registry)
+        self._plans = Counter("bridgehead_workflow_plans_total",
+                              "Changes to workflow runs applied by this process's runner.",
+                              registry=self.registry)
+        self._rule_actions = Counter("bridgehead_rule_actions_total",
+                                     "Rule actions run by this process, by outcome.",
+                                     ["rule", "outcome"], registry=self.registry)
+        self._leading = Gauge("bridgehead_consumer_leading",
+                              "1 while this process holds the consumer's lease.",
+                              ["consumer"], registry=self.registry)
+        self._lag = Gauge("bridgehead_consumer_lag_events",
+                          "Events logged that the leading consumer has not handled yet.",
+                          ["consumer"], registry=self.registry)
 
     def submitted(self, n: int) -> None:
         self._submitted.inc(n)
@@ -39,6 +51,17 @@ class Metrics:
     def transitions(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             self._transitions.labels(job.cluster, job.state.value).inc()
+
+    def plan_applied(self) -> None:
+        self._plans.inc()
+
+    def rule_action(self, rule: str, outcome: str) -> None:
+        self._rule_actions.labels(rule, outcome).inc()
+
+    def consumer(self, name: str, *, leading: bool, lag: int) -> None:
+        """Set when scraped: whether this process leads ``name`` and how far behind it is."""
+        self._leading.labels(name).set(1 if leading else 0)
+        self._lag.labels(name).set(lag if leading else 0)
 
     def render(self, counts: dict[tuple[str, str], int], online: dict[str, bool],
                waiters: int) -> bytes:

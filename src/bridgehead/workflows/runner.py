@@ -25,6 +25,7 @@ from bridgehead.domain.runs import Router, Run, expand, job_spec_for, new_run_id
 from bridgehead.domain.workflows import WorkflowSpec
 from bridgehead.errors import NotFound
 from bridgehead.server.consumers import EventConsumer
+from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
 from bridgehead.workflows.spec import parse_workflow
 
@@ -79,11 +80,12 @@ class WorkflowRunner(EventConsumer):
     name = "workflow-runner"
 
     def __init__(self, store: JobStore, *, cluster_ttl_s: float = 30.0,
-                 lease_s: float = 15.0) -> None:
-        super().__init__(store, lease_s=lease_s)
+                 lease_s: float = 15.0, metrics: Metrics | None = None) -> None:
+        super().__init__(store, lease_s=lease_s, metrics=metrics)
         self.cluster_ttl_s = cluster_ttl_s
         self._timers: dict[str, float] = {}
         self.plans_applied = 0
+        """Plans this runner applied (also ``bridgehead_workflow_plans_total``)."""
 
     async def start(self) -> None:
         self._timers.clear()
@@ -124,6 +126,7 @@ class WorkflowRunner(EventConsumer):
                     continue  # another writer moved the run: look again
                 run = applied
                 self.plans_applied += 1
+                self.metrics.plan_applied()
             if decided.wake_at is None:
                 self._timers.pop(run_id, None)
             else:

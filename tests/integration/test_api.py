@@ -238,3 +238,20 @@ async def test_jobs_routed_by_labels_go_to_the_least_busy_matching_cluster(api: 
     assert r.status_code == 400 and "no cluster has the labels site=mars" in r.json()["detail"]
     r = await api.http.post("/v1/jobs", headers=api.client, json={"command": ["true"]})
     assert r.status_code == 400 and "cluster_labels" in r.json()["detail"]
+
+
+async def test_external_events_are_deduped_and_may_not_pose_as_bridgeheads(api: Api) -> None:
+    body = {"type": "file.created", "subject": "/d/a.h5", "source": "watch", "id": "a-1",
+            "data": {"size": 3}}
+    first = await api.http.post("/v1/events", headers=api.client, json=body)
+    again = await api.http.post("/v1/events", headers=api.client, json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["seq"] == again.json()["seq"]
+    for forged in ({"type": "bridgehead.job.finished"}, {"source": "bridgehead"},
+                   {"source": "bridgehead.rules"}):
+        refused = await api.http.post("/v1/events", headers=api.client,
+                                      json={**body, "id": "a-2", **forged})
+        assert refused.status_code == 400 and "may not pose" in refused.json()["detail"]
+    bad_id = await api.http.post("/v1/events", headers=api.client,
+                                 json={**body, "id": "$(rm -rf /)"})
+    assert bad_id.status_code == 422

@@ -12,11 +12,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from bridgehead.domain.events import Event
+from bridgehead.errors import InvalidSpec
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import ClusterOut, EventIn, EventPage, TokenIn, TokenOut
 
 router = APIRouter(prefix="/v1")
+RESERVED_TYPES = "bridgehead."
+RESERVED_SOURCES = frozenset({"bridgehead", "bridgehead.rules"})
 KEEPALIVE_S = 15.0
 
 
@@ -82,6 +85,10 @@ async def event_stream(
 async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> JSONResponse:
     """Append an external event (``file.created``, a webhook's payload) to the log, where
     rules see it. Give ``id`` to make re-sending safe: the (source, id) is logged once."""
+    if body.type.startswith(RESERVED_TYPES) or body.source in RESERVED_SOURCES:
+        raise InvalidSpec("event types 'bridgehead.*' and the sources 'bridgehead' and "
+                          "'bridgehead.rules' are Bridgehead's own: an external event may "
+                          "not pose as a job's or a workflow's")
     event = Event(type=body.type, subject=body.subject, source=body.source, data=body.data)
     if body.id is not None:
         event = replace(event, id=body.id)

@@ -71,6 +71,10 @@ class EventConsumer:
                 logger.warning("%s: store failed (%s); retrying in %.1fs", self.name, exc, delay)
                 await self._sleep(stop, delay)
                 delay = min(delay * 2, 5.0)
+            except Exception:  # a bug must not stop the consumer for good
+                logger.exception("%s failed; starting again in %.1fs", self.name, delay)
+                await self._sleep(stop, delay)
+                delay = min(delay * 2, 5.0)
         try:
             await self.store.release_lease(self.name, self.holder)
         except StoreError:

@@ -23,7 +23,7 @@ from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
 from bridgehead.domain.runs import Router, Run, expand, job_spec_for, new_run_id, plan
 from bridgehead.domain.workflows import WorkflowSpec
-from bridgehead.errors import NotFound
+from bridgehead.errors import NotFound, StoreError
 from bridgehead.server.consumers import EventConsumer
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
@@ -90,15 +90,27 @@ class WorkflowRunner(EventConsumer):
     async def start(self) -> None:
         self._timers.clear()
         for run_id in await self.store.active_runs():
-            await self.advance(run_id)
+            await self._advance_one(run_id)
 
     async def handle(self, events: list[Event]) -> None:
         for run_id in runs_in(events):
-            await self.advance(run_id)
+            await self._advance_one(run_id)
 
     async def tick(self, now: float) -> None:
         for run_id in [r for r, at in self._timers.items() if at <= now]:
+            await self._advance_one(run_id)
+
+    async def _advance_one(self, run_id: str) -> None:
+        """Advance one run; a run that cannot be advanced (its stored workflow no longer
+        parses, a bug) is logged and left as it is, and does not stop the others."""
+        try:
             await self.advance(run_id)
+        except StoreError:
+            raise  # the consumer retries the whole batch
+        except Exception:
+            self._timers.pop(run_id, None)
+            logger.exception("run %s could not be advanced; it is looked at again on its "
+                             "next event or when a server starts", run_id)
 
     def next_wake(self) -> float | None:
         return min(self._timers.values(), default=None)

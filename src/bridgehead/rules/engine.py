@@ -54,29 +54,39 @@ class RuleEngine(EventConsumer):
         self.cluster_ttl_s = cluster_ttl_s
         self._http = http
         self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._rules: dict[tuple[Any, Any], Rule] = {}
 
     async def load(self) -> list[Rule]:
-        """The stored rules (validated when stored; one that no longer loads is skipped)."""
-        rules = []
+        """The stored rules (validated when stored; one that no longer loads is skipped).
+        Each is built once per version (its ``updated_at``), not once per batch."""
+        rules, cache = [], {}
         for stored in await self.store.list_rules():
             data = {k: v for k, v in stored.items() if k not in ("created_at", "updated_at")}
-            try:
-                rules.append(validate_rule(data))
-            except BridgeheadError as exc:
-                logger.error("rule %r no longer loads, skipped: %s", data.get("name"), exc)
+            version = (data.get("name"), stored.get("updated_at"))
+            rule = self._rules.get(version)
+            if rule is None:
+                try:
+                    rule = validate_rule(data)
+                except BridgeheadError as exc:
+                    logger.error("rule %r no longer loads, skipped: %s", data.get("name"), exc)
+                    continue
+            cache[version] = rule
+            rules.append(rule)
+        self._rules = cache
         return rules
 
-    async def handle(self, events: list[Event]) -> None:
+    async def handle(self, events: list[Event]) -> bool:
         rules = [r for r in await self.load() if r.enabled]
-        if not rules:
-            return
         fired = [self._fire(rule, event) for event in events
                  if not event.type.startswith(OWN_EVENTS) for rule in rules
                  if rule.matches(event)]
+        if not fired:
+            return False
         results = await asyncio.gather(*fired)
         outcomes = [e for batch in results for e in batch]
         if outcomes:
             await self.store.append_events(outcomes)
+        return True
 
     async def _fire(self, rule: Rule, event: Event) -> list[Event]:
         """Run the rule's actions in order; one outcome event per action."""

@@ -24,6 +24,10 @@ from bridgehead.store import JobStore
 
 logger = logging.getLogger(__name__)
 
+CURSOR_EVERY_S = 1.0
+"""A consumer that only read events it ignores stores its cursor at most this often (one
+write per busy second instead of one per batch of job reports)."""
+
 
 class EventConsumer:
     """Subclasses set ``name`` and implement :meth:`handle`; :meth:`start` and :meth:`tick`
@@ -44,8 +48,10 @@ class EventConsumer:
     async def start(self) -> None:
         """Called each time this server becomes the holder (catch up on stored state)."""
 
-    async def handle(self, events: list[Event]) -> None:
-        """Act on a batch of events, in log order."""
+    async def handle(self, events: list[Event]) -> bool:
+        """Act on a batch of events, in log order; False if none concerned this consumer
+        (then its cursor is stored lazily: re-reading such events after a crash is free)."""
+        return False
 
     async def tick(self, now: float) -> None:
         """Act on timers that are due."""
@@ -89,6 +95,7 @@ class EventConsumer:
         logger.info("%s: leading from event %d", self.name, self.cursor)
         await self.start()
         renew_at = time.monotonic() + self.lease_s / 3
+        stored_at = time.monotonic()
         async with self.store.hub.watch("events") as changed:
             while not self._stopping(stop):
                 if time.monotonic() >= renew_at:
@@ -98,9 +105,11 @@ class EventConsumer:
                     renew_at = time.monotonic() + self.lease_s / 3
                 events = await self.store.events(after=self.cursor, limit=self.batch)
                 if events:
-                    await self.handle(events)
+                    acted = await self.handle(events)
                     self.cursor = events[-1].seq
-                    await self.store.set_cursor(self.name, self.cursor)
+                    if acted or time.monotonic() >= stored_at + CURSOR_EVERY_S:
+                        await self.store.set_cursor(self.name, self.cursor)
+                        stored_at = time.monotonic()
                 await self.tick(time.time())
                 if len(events) == self.batch:
                     continue

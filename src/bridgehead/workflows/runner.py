@@ -92,9 +92,11 @@ class WorkflowRunner(EventConsumer):
         for run_id in await self.store.active_runs():
             await self._advance_one(run_id)
 
-    async def handle(self, events: list[Event]) -> None:
-        for run_id in runs_in(events):
+    async def handle(self, events: list[Event]) -> bool:
+        run_ids = runs_in(events)
+        for run_id in run_ids:
             await self._advance_one(run_id)
+        return bool(run_ids)
 
     async def tick(self, now: float) -> None:
         for run_id in [r for r, at in self._timers.items() if at <= now]:

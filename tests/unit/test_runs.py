@@ -590,3 +590,23 @@ def test_run_ids_sort_by_creation_even_within_a_second() -> None:
     ids = [new_run_id() for _ in range(2000)]  # list_runs is newest first by id
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(i.startswith("r-") for i in ids)
+
+
+def test_an_empty_fan_out_takes_its_state_from_the_steps_it_needs() -> None:
+    text = ("name: empty\nparams: {zero: 0}\ndefaults: {cluster: c1}\nsteps:\n"
+            "  - {id: a, command: [echo, a]}\n"
+            "  - {id: none, needs: [a], foreach: {param: zero}, command: [echo, x]}\n"
+            "  - {id: last, needs: [none], command: [echo, last]}\n")
+    sim = Sim(text)
+    sim.look(T)
+    assert [s["state"] for s in step_summary(sim.spec, list(sim.tasks.values()))] == [
+        "queued", "waiting", "waiting"]
+    sim.end_and_look("a", 0, J.FAILED, at=T + 1)
+    assert [s["state"] for s in step_summary(sim.spec, list(sim.tasks.values()))] == [
+        "failed", "skipped", "skipped"]
+
+    ok = Sim(text)
+    ok.look(T)
+    ok.end_and_look("a", 0, at=T + 1)
+    assert [s["state"] for s in step_summary(ok.spec, list(ok.tasks.values()))] == [
+        "succeeded", "succeeded", "queued"]

@@ -347,10 +347,14 @@ def task_event(run: Run, task: Task) -> Event:
 
 
 def step_summary(spec: WorkflowSpec, tasks: Sequence[Task]) -> list[dict[str, Any]]:
-    """Per step: its state (the least advanced of its tasks'), counts and times."""
+    """Per step, in file order: its state (the least advanced of its tasks'; for an empty
+    fan-out, that of the steps it needs), counts and times."""
     out = []
-    for step in spec.steps:
+    state_of: dict[str, str] = {}
+    for step in map(spec.step, spec.topological_order()):
         mine = [t for t in tasks if t.step == step.id]
+        state_of[step.id] = _step_state(mine) if mine else _empty_state(
+            [state_of[need] for need in step.needs])
         counts: dict[str, int] = {}
         for t in mine:
             counts[t.state.value] = counts.get(t.state.value, 0) + 1
@@ -359,11 +363,12 @@ def step_summary(spec: WorkflowSpec, tasks: Sequence[Task]) -> list[dict[str, An
         done = all(t.state.terminal for t in mine)
         started, finished = min(starts, default=None), max(ends, default=None) if done else None
         out.append({
-            "id": step.id, "needs": list(step.needs), "state": _step_state(mine),
+            "id": step.id, "needs": list(step.needs), "state": state_of[step.id],
             "total": len(mine), "counts": counts, "started_at": started, "finished_at": finished,
             "duration_s": finished - started if started and finished else None,
         })
-    return out
+    position = {step.id: i for i, step in enumerate(spec.steps)}
+    return sorted(out, key=lambda summary: position[summary["id"]])
 
 
 _STEP_ORDER = [TaskState.FAILED, TaskState.QUEUED, TaskState.RETRY_WAIT, TaskState.WAITING,
@@ -372,10 +377,18 @@ _STEP_ORDER = [TaskState.FAILED, TaskState.QUEUED, TaskState.RETRY_WAIT, TaskSta
 
 def _step_state(tasks: Sequence[Task]) -> str:
     """A step's state: failed if any task failed; else live if any is; else the rest."""
-    if not tasks:
-        return TaskState.SUCCEEDED.value  # an empty fan-out has nothing left to do
     states = {t.state for t in tasks}
     return next(s.value for s in _STEP_ORDER if s in states)
+
+
+def _empty_state(needs: Sequence[str]) -> str:
+    """An empty fan-out: skipped once a step it needs did not succeed, succeeded once they
+    all did, waiting before."""
+    if any(state in RETRYABLE for state in needs):
+        return TaskState.SKIPPED.value
+    if all(state == TaskState.SUCCEEDED for state in needs):
+        return TaskState.SUCCEEDED.value
+    return TaskState.WAITING.value
 
 
 def _earliest(a: float | None, b: float) -> float:

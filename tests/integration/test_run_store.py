@@ -355,6 +355,21 @@ async def test_cursors_round_trip(store: JobStore) -> None:
     assert await store.last_event_seq() == (await store.events(after=0, limit=10))[-1].seq
 
 
+async def test_events_of_some_types_and_the_cursor_to_go_on_from(store: JobStore) -> None:
+    assert await store.events_of(after=0, limit=10, types=["a"]) == ([], 0)
+    logged = [e for e, _ in await store.append_events(
+        [Event(type=t, subject=f"s{i}", source="t") for i, t in enumerate("abab" + "c" * 5)])]
+    found, scanned = await store.events_of(after=0, limit=10, types=["a", "c"])
+    assert [e.type for e in found] == ["a", "a", "c", "c", "c", "c", "c"]
+    assert scanned == logged[-1].seq  # read past the b's without returning them
+    page, upto = await store.events_of(after=0, limit=2, types=["a"])
+    assert [e.seq for e in page] == [logged[0].seq, logged[2].seq] and upto == logged[2].seq
+    assert await store.events_of(after=upto, limit=5, types=["b"]) == (
+        [logged[3]], logged[-1].seq)
+    assert await store.events_of(after=logged[-1].seq, limit=5, types=["a"]) == (
+        [], logged[-1].seq)
+
+
 async def test_a_lease_has_one_holder_until_it_expires(store: JobStore) -> None:
     assert await store.acquire_lease("runner", "h1", 30)
     assert not await store.acquire_lease("runner", "h2", 30)

@@ -35,6 +35,8 @@ class EventConsumer:
 
     name = "consumer"
     batch = 500
+    types: tuple[str, ...] = ()
+    """The event types it handles (empty: all); the others are skipped in the store."""
 
     def __init__(self, store: JobStore, *, lease_s: float = 15.0,
                  metrics: Metrics | None = None) -> None:
@@ -55,6 +57,11 @@ class EventConsumer:
 
     async def tick(self, now: float) -> None:
         """Act on timers that are due."""
+
+    async def skip_to(self) -> int | None:
+        """An event ``seq`` the consumer may jump to without reading the events before it
+        (it has nothing to do with them), or None to read them. Nothing by default."""
+        return None
 
     def next_wake(self) -> float | None:
         """When :meth:`tick` has something to do next (None: only events wake it)."""
@@ -103,13 +110,13 @@ class EventConsumer:
                         logger.warning("%s: lease lost; standing by", self.name)
                         return
                     renew_at = time.monotonic() + self.lease_s / 3
-                events = await self.store.events(after=self.cursor, limit=self.batch)
-                if events:
-                    acted = await self.handle(events)
-                    self.cursor = events[-1].seq
-                    if acted or time.monotonic() >= stored_at + CURSOR_EVERY_S:
-                        await self.store.set_cursor(self.name, self.cursor)
-                        stored_at = time.monotonic()
+                skip = await self.skip_to()
+                events, scanned = await self._read(skip)
+                acted = bool(events) and await self.handle(events)
+                moved, self.cursor = scanned > self.cursor, max(self.cursor, scanned)
+                if acted or (moved and time.monotonic() >= stored_at + CURSOR_EVERY_S):
+                    await self.store.set_cursor(self.name, self.cursor)
+                    stored_at = time.monotonic()
                 await self.tick(time.time())
                 if len(events) == self.batch:
                     continue
@@ -119,6 +126,16 @@ class EventConsumer:
                     wait = min(wait, due - time.time())
                 if wait > 0:
                     await changed.wait(wait)
+
+    async def _read(self, skip: int | None) -> tuple[list[Event], int]:
+        """The next batch to handle and the cursor after it."""
+        if skip is not None:
+            return [], skip
+        if self.types:
+            return await self.store.events_of(after=self.cursor, limit=self.batch,
+                                              types=self.types)
+        events = await self.store.events(after=self.cursor, limit=self.batch)
+        return events, events[-1].seq if events else self.cursor
 
     def _stopping(self, stop: asyncio.Event) -> bool:
         return stop.is_set() or self.store.hub.closed

@@ -195,6 +195,9 @@ class PostgresJobStore(SqlRunStore):
     def _events_sql(self) -> str:
         return EVENTS
 
+    def _visible_sql(self) -> str:
+        return "tx < pg_snapshot_xmin(pg_current_snapshot())"
+
 
 def _payloads(keys: set[str]) -> list[str]:
     out, current = [], ""

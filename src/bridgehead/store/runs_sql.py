@@ -28,7 +28,7 @@ from bridgehead.domain.runs import (
 )
 from bridgehead.errors import Conflict, NotFound
 from bridgehead.store import queries as q
-from bridgehead.store.sql import Row, SqlJobStore, event_row, job_rows
+from bridgehead.store.sql import Row, SqlJobStore, event_from_row, event_row, job_rows
 
 INSERT_RUN = """
 INSERT INTO workflow_runs (id, workflow, tenant, spec, filename, params, state, version,
@@ -277,6 +277,26 @@ class SqlRunStore(SqlJobStore):
     async def set_cursor(self, name: str, seq: int) -> None:
         async with self._write() as tx:
             await tx.conn.executemany(UPSERT_CURSOR, [{"name": name, "seq": seq}])
+
+    async def events_of(self, *, after: int, limit: int,
+                        types: Sequence[str]) -> tuple[list[Event], int]:
+        """The events of these ``types`` after the cursor ``after``, and the cursor to go on
+        from: what was scanned, so a consumer of a few types does not read every event."""
+        visible = self._visible_sql()
+        async with self._read() as conn:
+            bound = (await conn.fetch(
+                f"SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE seq > :after AND "
+                f"{visible}", {"after": after}))[0]["seq"]
+            if bound <= after:
+                return [], after
+            rows = await conn.fetch(
+                "SELECT seq, id, type, source, subject, time, data FROM events WHERE "
+                f"seq > :after AND seq <= :bound AND type IN {self._ids_sql('types')} "
+                "ORDER BY seq LIMIT :limit",
+                {"after": after, "bound": bound, "types": self._ids_value(list(types)),
+                 "limit": limit})
+        found = [event_from_row(r) for r in rows]
+        return found, found[-1].seq if len(found) == limit else bound
 
     async def last_event_seq(self) -> int:
         async with self._read() as conn:

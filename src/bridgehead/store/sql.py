@@ -214,6 +214,10 @@ class SqlJobStore(abc.ABC):
     @abc.abstractmethod
     def _events_sql(self) -> str: ...
 
+    @abc.abstractmethod
+    def _visible_sql(self) -> str:
+        """The condition on ``events`` rows a cursor may read past (all, or committed ones)."""
+
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
         now = time.time()

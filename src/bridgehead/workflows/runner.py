@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 _RUN_EVENTS = frozenset({"bridgehead.workflow.started", "bridgehead.workflow.cancelling",
                          "bridgehead.workflow.retried"})
+SWEEP_S = 60.0
+"""How often the runner looks at every live run even without an event."""
 _ATTEMPTS = 8
 """Looks at one run in a row when another writer keeps moving it (compare-and-set lost)."""
 
@@ -78,17 +80,25 @@ def runs_in(events: list[Event]) -> list[str]:
 
 class WorkflowRunner(EventConsumer):
     name = "workflow-runner"
+    types = ("bridgehead.job.finished", *sorted(_RUN_EVENTS))
 
     def __init__(self, store: JobStore, *, cluster_ttl_s: float = 30.0,
                  lease_s: float = 15.0, metrics: Metrics | None = None) -> None:
         super().__init__(store, lease_s=lease_s, metrics=metrics)
         self.cluster_ttl_s = cluster_ttl_s
         self._timers: dict[str, float] = {}
+        self._next_sweep = 0.0
         self.plans_applied = 0
         """Plans this runner applied (also ``bridgehead_workflow_plans_total``)."""
 
     async def start(self) -> None:
         self._timers.clear()
+        await self._sweep(time.time())
+
+    async def _sweep(self, now: float) -> None:
+        """Look at every live run: on becoming the runner, then every ``SWEEP_S`` as a safety
+        net (an event the cursor could not see costs a delay, never a stuck run)."""
+        self._next_sweep = now + SWEEP_S
         for run_id in await self.store.active_runs():
             await self._advance_one(run_id)
 
@@ -99,6 +109,9 @@ class WorkflowRunner(EventConsumer):
         return bool(run_ids)
 
     async def tick(self, now: float) -> None:
+        if now >= self._next_sweep:
+            await self._sweep(now)
+            return
         for run_id in [r for r, at in self._timers.items() if at <= now]:
             await self._advance_one(run_id)
 
@@ -115,7 +128,7 @@ class WorkflowRunner(EventConsumer):
                              "next event or when a server starts", run_id)
 
     def next_wake(self) -> float | None:
-        return min(self._timers.values(), default=None)
+        return min([*self._timers.values(), self._next_sweep])
 
     async def advance(self, run_id: str) -> Run | None:
         """Look at one run and apply what it needs now; the run as it is afterwards."""

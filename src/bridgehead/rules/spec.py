@@ -30,11 +30,10 @@ from bridgehead.domain.rules import (
 from bridgehead.domain.workflows import Loc, format_loc
 from bridgehead.errors import InvalidSpec
 from bridgehead.workflows.spec import (
-    MAX_FILE_BYTES,
-    _line_of,
-    _read_yaml,
+    line_of,
     parse_workflow,
     read_spec_file,
+    read_yaml,
 )
 
 logger = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def _rules(data: Any, base_dir: Path) -> list[Rule]:
 
 def _located(filename: str, root: Node, loc: Loc, detail: str) -> str:
     """``file:line: field: detail``, the line of the deepest node of ``loc`` in the file."""
-    line, _ = _line_of(root, loc)
+    line, _ = line_of(root, loc)
     return f"{filename}:{line}: {format_loc(loc)}: {detail}" if loc else \
         f"{filename}:{line}: {detail}"
 
@@ -132,9 +131,7 @@ def parse_rules(text: str, filename: str = "<string>",
                 base_dir: str | Path | None = None) -> list[Rule]:
     """The rules in YAML ``text``; ``start_workflow.file`` paths are relative to
     ``base_dir`` (default: ``filename``'s folder). ``InvalidSpec("file:line: field: ...")``."""
-    if len(text) > MAX_FILE_BYTES or len(text.encode()) > MAX_FILE_BYTES:
-        raise InvalidSpec(f"{filename}: larger than {MAX_FILE_BYTES} bytes")
-    root, data = _read_yaml(text, filename)
+    root, data = read_yaml(text, filename)
     folder = Path(base_dir) if base_dir is not None else Path(filename).parent
     try:
         return _rules(data, folder)

@@ -63,8 +63,11 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     }
 
 
-def _read_yaml(text: str, filename: str) -> tuple[Node, Any]:
-    """The document's node tree and its Python value."""
+def read_yaml(text: str, filename: str) -> tuple[Node, Any]:
+    """The document's node tree (for :func:`line_of`) and its Python value, from at most
+    1 MiB of text; ``InvalidSpec("file:line: ...")`` otherwise. Workflow and rules files."""
+    if len(text) > MAX_FILE_BYTES or len(text.encode()) > MAX_FILE_BYTES:
+        raise InvalidSpec(f"{filename}: larger than {MAX_FILE_BYTES} bytes")
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -111,7 +114,7 @@ def _check_tree(root: Node, text: str) -> None:
             pending.extend(reversed(node.value))
 
 
-def _line_of(root: Node, loc: Loc) -> tuple[int, Loc]:
+def line_of(root: Node, loc: Loc) -> tuple[int, Loc]:
     """The 1-based line of the deepest node along ``loc``, and the parts of ``loc`` found
     (pydantic adds union tags to a ``loc``; they match no key and are skipped)."""
     node, line_node = root, root
@@ -130,7 +133,7 @@ def _line_of(root: Node, loc: Loc) -> tuple[int, Loc]:
 
 
 def _message(filename: str, root: Node, loc: Loc, detail: str, missing: bool = False) -> str:
-    line, found = _line_of(root, loc)
+    line, found = line_of(root, loc)
     if missing and loc:
         found = (*found, loc[-1])
     return f"{filename}:{line}: {format_loc(found)}: {detail}" if found else \
@@ -139,7 +142,7 @@ def _message(filename: str, root: Node, loc: Loc, detail: str, missing: bool = F
 
 def _best_error(errors: list[ErrorDetails], root: Node) -> ErrorDetails:
     """The error that points deepest into the file (of a union's members, the one tried)."""
-    return max(errors, key=lambda e: len(_line_of(root, tuple(e["loc"]))[1]))
+    return max(errors, key=lambda e: len(line_of(root, tuple(e["loc"]))[1]))
 
 
 # -- file shape ------------------------------------------------------------------------------
@@ -366,9 +369,7 @@ def _to_domain(model: WorkflowModel) -> WorkflowSpec:
 # -- public ----------------------------------------------------------------------------------
 def parse_workflow(text: str, filename: str = "<string>") -> WorkflowSpec:
     """The workflow in YAML ``text``; ``InvalidSpec("file:line: field: message")`` if bad."""
-    if len(text) > MAX_FILE_BYTES or len(text.encode()) > MAX_FILE_BYTES:
-        raise InvalidSpec(f"{filename}: larger than {MAX_FILE_BYTES} bytes")
-    root, data = _read_yaml(text, filename)
+    root, data = read_yaml(text, filename)
     if not isinstance(data, dict):
         raise InvalidSpec(f"{filename}:{root.start_mark.line + 1}: the top level must be a "
                           "mapping (name, steps, ...)")

@@ -4,6 +4,7 @@
 
     BridgeheadError
     ├── InvalidSpec            bad input: a job spec, a filter, a name (HTTP 400, CLI exit 2)
+    │   └── InvalidAt          ... at a field of a document (a workflow, a rule, a pattern)
     ├── ConfigError            bad settings or DSN (CLI exit 2)
     ├── NotFound               no such job/cluster/token (HTTP 404)
     ├── Conflict               the request contradicts the stored state (HTTP 409)
@@ -22,6 +23,11 @@ boundary where they occur, always ``raise ... from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
+
 
 class BridgeheadError(Exception):
     """Bridgehead failed."""
@@ -36,6 +42,45 @@ class BridgeheadError(Exception):
 
 class InvalidSpec(BridgeheadError):
     """The request is not valid."""
+
+
+Loc = tuple[str | int, ...]
+"""The path of a field in a document: ``("steps", 1, "needs")``."""
+
+
+def format_loc(loc: Loc) -> str:
+    """``("steps", 1, "needs")`` -> ``"steps[1].needs"``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+class InvalidAt(InvalidSpec):
+    """The document is not valid at one field.
+
+    ``loc`` is the path of the offending field, ``detail`` the message without it; the
+    message is ``"steps[1].needs: <detail>"``. Each kind of document has its subclass."""
+
+    def __init__(self, detail: str, loc: Loc = ()) -> None:
+        super().__init__(f"{format_loc(loc)}: {detail}" if loc else detail)
+        self.detail = detail
+        self.loc = loc
+
+    def within(self, *prefix: str | int) -> Self:
+        """The same error, located inside ``prefix`` (a part validated alone, then placed)."""
+        return type(self)(self.detail, (*prefix, *self.loc))
+
+    @classmethod
+    def located(cls, loc: Loc, build: Callable[..., T], *args: Any) -> T:
+        """``build(*args)``, its errors located at ``loc``: one of this class moved inside
+        ``loc``, any other ``InvalidSpec`` becoming one of this class there."""
+        try:
+            return build(*args)
+        except cls as exc:
+            raise exc.within(*loc) from exc
+        except InvalidSpec as exc:
+            raise cls(exc.message, loc) from exc
 
 
 class ConfigError(BridgeheadError):

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bridgehead.domain.events import Event
-from bridgehead.domain.workflows import Loc, format_loc
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import InvalidAt, Loc
 
 EVENT_FIELDS: Final = ("type", "source", "subject", "id", "data")
 """The event fields a pattern may name; all but ``data`` are strings."""
@@ -42,14 +41,8 @@ _MISSING: Final = object()
 """The value of a key the event does not have."""
 
 
-class InvalidPattern(InvalidSpec):
-    """The event pattern is not valid. ``loc`` is the path inside the pattern
-    (``("data", "size", "numeric")``), ``detail`` the message without it."""
-
-    def __init__(self, detail: str, loc: Loc = ()) -> None:
-        super().__init__(f"{format_loc(loc)}: {detail}" if loc else detail)
-        self.detail = detail
-        self.loc = loc
+class InvalidPattern(InvalidAt):
+    """The event pattern is not valid (at ``loc`` inside it: ``("data", "size", "numeric")``)."""
 
 
 # -- matchers: each tests one value of the event (or _MISSING) ----------------------------

@@ -35,8 +35,7 @@ from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import MAX_KEY_LEN, JobSpec, Resources
 from bridgehead.domain.patterns import InvalidPattern, Pattern
 from bridgehead.domain.units import parse_memory, parse_walltime
-from bridgehead.domain.workflows import Loc, format_loc
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import InvalidAt, InvalidSpec, Loc
 
 __all__ = [
     "Action", "InvalidPattern", "InvalidRule", "Pattern", "Rule", "StartWorkflow", "SubmitJob",
@@ -57,18 +56,8 @@ _SENSITIVE_HEADER = re.compile(r".*(authorization|cookie|token|secret|key|passwo
                                r".*", re.IGNORECASE)
 
 
-class InvalidRule(InvalidSpec):
-    """The rule is not valid. ``loc`` is the path of the offending field
-    (``("actions", 1, "webhook", "url")``), ``detail`` the message without it."""
-
-    def __init__(self, detail: str, loc: Loc = ()) -> None:
-        super().__init__(f"{format_loc(loc)}: {detail}" if loc else detail)
-        self.detail = detail
-        self.loc = loc
-
-    def within(self, *prefix: str | int) -> InvalidRule:
-        """The same error, located inside ``prefix`` (``rules[3]`` of a file)."""
-        return InvalidRule(self.detail, (*prefix, *self.loc))
+class InvalidRule(InvalidAt):
+    """The rule is not valid (at ``loc``: ``("actions", 1, "webhook", "url")``)."""
 
 
 def idempotency_key(rule: str, event: Event, index: int) -> str:
@@ -138,14 +127,8 @@ def _seconds(value: Any, loc: Loc, low: float, high: float) -> float:
     return float(value)
 
 
-def _checked(loc: Loc, build: Callable[..., Any], *args: Any) -> Any:
-    """``build(*args)``, its errors located at ``loc``."""
-    try:
-        return build(*args)
-    except InvalidRule as exc:
-        raise exc.within(*loc) from exc
-    except InvalidSpec as exc:
-        raise InvalidRule(exc.message, loc) from exc
+_checked = InvalidRule.located
+"""``_checked(loc, build, *args)``: ``build(*args)`` with its errors located at ``loc``."""
 
 
 # -- submit_job ----------------------------------------------------------------------------

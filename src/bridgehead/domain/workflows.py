@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridgehead.domain.jobs import JobSpec, Resources
-from bridgehead.errors import InvalidSpec, NotFound
+from bridgehead.errors import InvalidAt, InvalidSpec, Loc, NotFound
 
 MAX_FOREACH_ITEMS = 10_000
 """The widest fan-out of one step."""
@@ -35,33 +35,12 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 _EXPRESSION = re.compile(r"\s*(?:params\.([A-Za-z_][A-Za-z0-9_]*)|(item))\s*")
 
-Loc = tuple[str | int, ...]
 Item = str | int | float
 """A fan-out item: a scalar, rendered as ``{{ item }}``."""
 
 
-class InvalidWorkflow(InvalidSpec):
-    """The workflow spec is not valid.
-
-    ``loc`` is the path of the offending field (``("steps", 1, "needs")``), ``detail`` the
-    message without it; the message is ``"steps[1].needs: <detail>"``."""
-
-    def __init__(self, detail: str, loc: Loc = ()) -> None:
-        super().__init__(f"{format_loc(loc)}: {detail}" if loc else detail)
-        self.detail = detail
-        self.loc = loc
-
-    def within(self, *prefix: str | int) -> InvalidWorkflow:
-        """The same error, located inside ``prefix`` (a step validated alone, then placed)."""
-        return InvalidWorkflow(self.detail, (*prefix, *self.loc))
-
-
-def format_loc(loc: Loc) -> str:
-    """``("steps", 1, "needs")`` -> ``"steps[1].needs"``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
+class InvalidWorkflow(InvalidAt):
+    """The workflow spec is not valid (at ``loc``: ``("steps", 1, "needs")``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,8 +27,7 @@ from bridgehead.domain.rules import (
     StartWorkflow,
     rule_from_dict,
 )
-from bridgehead.domain.workflows import Loc, format_loc
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import InvalidSpec, Loc, format_loc
 from bridgehead.workflows.spec import (
     line_of,
     parse_workflow,

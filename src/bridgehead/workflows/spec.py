@@ -39,13 +39,11 @@ from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.domain.workflows import (
     Foreach,
     InvalidWorkflow,
-    Loc,
     RetryPolicy,
     StepSpec,
     WorkflowSpec,
-    format_loc,
 )
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import InvalidSpec, Loc, format_loc
 
 logger = logging.getLogger(__name__)
 
@@ -326,14 +324,8 @@ def _foreach(model: list[Any] | ForeachModel | None) -> Foreach | None:
     return Foreach(range_=(start, stop, step), param=model.param)
 
 
-def _at(loc: Loc, build: Any, *args: Any) -> Any:
-    """``build(*args)``, its errors located at ``loc``."""
-    try:
-        return build(*args)
-    except InvalidWorkflow as exc:
-        raise exc.within(*loc) from exc
-    except InvalidSpec as exc:
-        raise InvalidWorkflow(exc.message, loc) from exc
+_at = InvalidWorkflow.located
+"""``_at(loc, build, *args)``: ``build(*args)`` with its errors located at ``loc``."""
 
 
 def _step(step: StepModel, defaults: DefaultsModel) -> StepSpec:

@@ -34,7 +34,7 @@ from bridgehead.domain.event_templates import render, trial_render
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import MAX_KEY_LEN, JobSpec, Resources
 from bridgehead.domain.patterns import InvalidPattern, Pattern
-from bridgehead.domain.units import parse_memory, parse_walltime
+from bridgehead.domain.units import RESOURCE_UNITS, parse_walltime
 from bridgehead.errors import InvalidAt, InvalidSpec, Loc
 
 __all__ = [
@@ -136,9 +136,6 @@ _JOB_FIELDS = ("cluster", "cluster_labels", "command", "script", "name", "env", 
                "resources", "scheduler_options", "labels", "tenant")
 _RESOURCE_FIELDS = ("cores", "nodes", "memory", "gpus", "walltime", "partition", "account",
                     "max_cores", "max_nodes")
-_RESOURCE_UNITS: dict[str, tuple[str, Callable[[str], int]]] = {
-    "memory": ("memory_mb", parse_memory), "walltime": ("walltime_s", parse_walltime)}
-"""The fields given in workflow-file units (``4G``, ``2h``) and their ``Resources`` names."""
 
 
 def resources_from_dict(data: Mapping[str, Any], loc: Loc = ()) -> Resources:
@@ -146,7 +143,7 @@ def resources_from_dict(data: Mapping[str, Any], loc: Loc = ()) -> Resources:
     in seconds or ``2h``; ``partition``/``account`` strings; the rest integers."""
     values: dict[str, Any] = {}
     for key, value in _mapping(data, loc, _RESOURCE_FIELDS).items():
-        name, parse = _RESOURCE_UNITS.get(key, (key, None))
+        name, parse = RESOURCE_UNITS.get(key, (key, None))
         if parse is not None and isinstance(value, str):
             value = _checked((*loc, key), parse, value)
         elif key in ("partition", "account"):

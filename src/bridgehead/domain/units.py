@@ -1,12 +1,14 @@
 """Units people write: durations (``90``, ``30m``, ``2h``, ``HH:MM:SS``) and sizes (``4G``).
 
-Shared by the CLI's flags and the workflow files, so ``--walltime 2h`` and ``walltime: 2h``
-mean the same thing.
+Shared by the CLI's flags, workflow files, rule templates and the Airflow operator, so
+``--walltime 2h``, ``walltime: 2h`` and ``job_resources={"walltime": "2h"}`` mean the same.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from bridgehead.errors import InvalidSpec
 
@@ -34,3 +36,16 @@ def parse_memory(text: str) -> int:
         raise InvalidSpec(f"memory {text!r}: use e.g. 512M or 4G")
     factor = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m[2].upper()]
     return max(1, int(int(m[1]) * factor))
+
+
+RESOURCE_UNITS: dict[str, tuple[str, Callable[[str], int]]] = {
+    "memory": ("memory_mb", parse_memory), "walltime": ("walltime_s", parse_walltime)}
+"""Resources people write with units (``memory: 4G``, ``walltime: 2h``): the ``Resources``
+field each fills and its parser. Every other resource keeps its name."""
+
+
+def resource_field(name: str, value: Any) -> tuple[str, Any]:
+    """``("memory", "4G")`` -> ``("memory_mb", 4096)``: the ``Resources`` field and value of a
+    resource as people write it; a number, or another field, as it is."""
+    field, parse = RESOURCE_UNITS.get(name, (name, None))
+    return field, parse(value) if parse is not None and isinstance(value, str) else value

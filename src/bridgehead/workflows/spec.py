@@ -35,7 +35,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bridgehead.domain.jobs import Resources
-from bridgehead.domain.units import parse_memory, parse_walltime
+from bridgehead.domain.units import parse_memory, parse_walltime, resource_field
 from bridgehead.domain.workflows import (
     Foreach,
     InvalidWorkflow,
@@ -290,15 +290,12 @@ class WorkflowModel(_Model):
 
 
 # -- to the domain ---------------------------------------------------------------------------
-_RESOURCE_NAMES = {"memory": "memory_mb", "walltime": "walltime_s"}
-
-
 def _resources(*layers: ResourcesModel | None) -> Resources:
     values: dict[str, Any] = {}
     for layer in layers:
         if layer is not None:
-            values.update({_RESOURCE_NAMES.get(k, k): v
-                           for k, v in layer.model_dump(exclude_none=True).items()})
+            values.update(resource_field(k, v)
+                          for k, v in layer.model_dump(exclude_none=True).items())
     return Resources(**values)
 
 

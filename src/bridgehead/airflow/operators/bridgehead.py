@@ -35,7 +35,7 @@ from bridgehead.airflow.triggers.bridgehead import (
 )
 from bridgehead.client import Client
 from bridgehead.domain.jobs import MAX_KEY_LEN, RESOURCE_FIELDS, Job, JobSpec, Resources
-from bridgehead.domain.units import parse_memory, parse_walltime
+from bridgehead.domain.units import RESOURCE_UNITS, resource_field
 from bridgehead.errors import BridgeheadError
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,9 @@ def resources_from(values: Mapping[str, Any]) -> dict[str, Any]:
     """Normalise a resources mapping (rendered templates give strings): ``memory: 4G`` and
     ``walltime: 2h`` become ``memory_mb``/``walltime_s``; numbers become ints."""
     out = dict(values)
-    if (memory := out.pop("memory", None)) is not None:
-        out["memory_mb"] = parse_memory(str(memory)) if isinstance(memory, str) else memory
-    if (walltime := out.pop("walltime", None)) is not None:
-        out["walltime_s"] = parse_walltime(walltime) if isinstance(walltime, str) else walltime
+    for name in RESOURCE_UNITS:
+        if (value := out.pop(name, None)) is not None:
+            field, out[field] = resource_field(name, value)
     for name in _INT_FIELDS:
         if isinstance(out.get(name), str):
             text = out[name].strip()

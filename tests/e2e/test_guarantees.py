@@ -34,13 +34,6 @@ ORDERED_OUTPUT = (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'bh.db'}"
-    return request.getfixturevalue("pg_database")
-
-
 def runs(counter: Path) -> Counter[str]:
     return Counter(counter.read_text().split()) if counter.exists() else Counter()
 
@@ -74,11 +67,11 @@ def test_agent_killed_after_submit_is_adopted_and_runs_once(tmp_path: Path) -> N
 
 
 def test_server_killed_mid_run_loses_nothing_and_runs_nothing_twice(
-    dsn: str, tmp_path: Path
+    store_dsn: str, tmp_path: Path
 ) -> None:
     counter = tmp_path / "counter"
     spec = JobSpec(cluster="local", command=(sys.executable, "-c", APPEND_ID, str(counter)))
-    with stack(tmp_path, dsn, slots=8) as s, Client(s.server.url, s.admin, timeout=10) as bh:
+    with stack(tmp_path, store_dsn, slots=8) as s, Client(s.server.url, s.admin, timeout=10) as bh:
         ids = [j.id for j in bh.submit_many([spec] * 200)]
         eventually(lambda: sum(runs(counter).values()) >= 40, 120, what="40 jobs to run")
         s.server.kill(signal.SIGKILL)

@@ -197,15 +197,8 @@ def test_a_step_past_its_timeout_is_cancelled_and_counts_as_failed(tmp_path: Pat
     assert not log.exists()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'bh.db'}"
-    return request.getfixturevalue("pg_database")
-
-
 def test_server_killed_mid_run_resumes_it_with_each_step_run_once(
-    dsn: str, tmp_path: Path
+    store_dsn: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "ran"
     slow = ("import sys, time; time.sleep(float(sys.argv[3])); "
@@ -221,7 +214,7 @@ def test_server_killed_mid_run_resumes_it_with_each_step_run_once(
              + step("merge", "[fan]", "merge", 0.5)
              + step("report", "[merge]", "report", 0.1))
     expected = Counter(["first", "merge", "report", *(f"fan-{i}" for i in range(12))])
-    with stack(tmp_path, dsn, slots=4) as s, Client(s.server.url, s.admin, timeout=10) as bh:
+    with stack(tmp_path, store_dsn, slots=4) as s, Client(s.server.url, s.admin, timeout=10) as bh:
         run = bh.start_run(workflow(steps))
         eventually(lambda: executions(log)["first"] == 1 and len(executions(log)) >= 3, 60,
                    what="the fan-out to be under way")

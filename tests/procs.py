@@ -53,7 +53,7 @@ class Proc:
     def start(self) -> Proc:
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "bridgehead.cli.main", *self.args],
+                [sys.executable, "-m", "bridgehead", *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         return self
 

@@ -1,16 +1,26 @@
-"""The ``bridgehead`` console script. ``slurm-event`` (a Slurm hook, run for every job) is
-dispatched before the CLI's imports, so it starts in tens of milliseconds."""
+"""The ``bridgehead`` console script (and ``python -m bridgehead``).
+
+Ctrl-C is set up before anything else is imported (``interrupts``), so a SIGINT at any moment
+ends the command quietly: no traceback, exit 130 (or the command's own code). ``slurm-event``
+(a Slurm hook, run for every job) is dispatched before the CLI's imports, so it starts in tens
+of milliseconds."""
 
 from __future__ import annotations
 
 import sys
 
+from bridgehead.cli import interrupts
+
 
 def main() -> None:
-    if sys.argv[1:2] == ["slurm-event"]:
-        from bridgehead.backends.slurm_event import main as hook
+    interrupts.install()
+    try:
+        if sys.argv[1:2] == ["slurm-event"]:
+            from bridgehead.backends.slurm_event import main as hook
 
-        sys.exit(hook(sys.argv[2:]))
-    from bridgehead.cli.main import main as cli_main
+            sys.exit(hook(sys.argv[2:]))
+        from bridgehead.cli.main import main as cli_main
 
-    cli_main()
+        cli_main()
+    except KeyboardInterrupt:
+        sys.exit(interrupts.exit_code())

@@ -20,7 +20,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from bridgehead.cli import output
+from bridgehead.cli import interrupts, output
 from bridgehead.cli.runs_view import COLOURS
 
 PAGE = 500
@@ -50,6 +50,7 @@ def tail(after: int, types: tuple[str, ...], follow: bool, limit: int | None,
          as_json: bool) -> None:
     """Print events from the log, oldest first: seq, time, type, subject and data."""
     show = _json_line if as_json else _human_line
+    interrupts.set_exit_code(0)  # Ctrl-C is how a follower ends
     try:
         asyncio.run(_tail(after, types, follow, limit, show))
     except KeyboardInterrupt:

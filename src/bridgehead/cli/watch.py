@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from bridgehead.cli import output
+from bridgehead.cli import interrupts, output
 from bridgehead.domain.events import Event
 from bridgehead.errors import InvalidSpec
 from bridgehead.sources.watch import DirectoryWatcher, WatchSettings, run_watch
@@ -86,8 +86,14 @@ async def _watch(watcher: DirectoryWatcher, *, once: bool, as_json: bool) -> Non
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:  # a poll in progress gets a moment to finish, no more
+        interrupts.set_exit_code(0)
+        interrupts.arm()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
 
     def show(event: Event, answer: dict[str, Any]) -> None:
         if as_json:

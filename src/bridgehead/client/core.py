@@ -343,10 +343,18 @@ class Client:
                 return
 
     def close(self) -> None:
+        """Stop what is still in flight (a call Ctrl-C left waiting), close, end the loop."""
         if self._loop.is_running():
-            self._run(self._async.aclose())
+            self._run(self._shutdown())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._async.aclose()
 
     def __enter__(self) -> Client:
         return self

@@ -1,0 +1,5 @@
+"""``python -m bridgehead``: the ``bridgehead`` command."""
+
+from bridgehead.cli.entry import main
+
+main()

@@ -86,3 +86,21 @@ def test_a_stored_spec_loads_back_equal() -> None:
                    scheduler_options=("--qos=x",), labels={"k": "v"}, idempotency_key="key")
     assert JobSpec.from_stored(spec.to_dict()) == spec
     assert JobSpec.from_stored(spec.to_dict()).resources == spec.resources
+
+
+def test_capacity_refuses_what_can_never_fit_after_the_caps() -> None:
+    from bridgehead.domain.clusters import Capacity
+
+    capacity = Capacity.from_info({"capacity": {"cores": 4, "nodes": 1, "source": "4 slots"}})
+    assert capacity == Capacity(cores=4, nodes=1, source="4 slots")
+    capacity.refuse_unfit(JobSpec(cluster="c", command=("x",), resources=Resources(cores=4)))
+    capacity.refuse_unfit(JobSpec(cluster="c", command=("x",),
+                                  resources=Resources(cores=64, max_cores=4)))
+    with pytest.raises(InvalidSpec, match=r"asks for 5 cores .* at most 4 cores .*4 slots"):
+        capacity.refuse_unfit(JobSpec(cluster="c", command=("x",), resources=Resources(cores=5)))
+    with pytest.raises(InvalidSpec, match="asks for 2 nodes"):
+        capacity.refuse_unfit(JobSpec(cluster="c", command=("x",), resources=Resources(nodes=2)))
+    assert Capacity.from_info({}) is None and Capacity.from_info({"capacity": 3}) is None
+    unknown = Capacity.from_info({"capacity": {"cores": "many"}})
+    assert unknown is not None and unknown.cores is None  # not checked
+    unknown.refuse_unfit(JobSpec(cluster="c", command=("x",), resources=Resources(cores=999)))

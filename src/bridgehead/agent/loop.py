@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from bridgehead.agent.outbox import Outbox
-from bridgehead.backends.base import STREAMS, Backend, NativeStatus
+from bridgehead.backends.base import STREAMS, Backend, NativeStatus, host_id
 from bridgehead.client.core import AsyncClient
 from bridgehead.config import AgentSettings
 from bridgehead.domain.jobs import Job, JobState, Transition
@@ -396,7 +396,20 @@ class Agent:
             with contextlib.suppress(ServerUnavailable, AuthError):
                 await self.client.heartbeat(
                     self.settings.cluster, self.agent_id, backend=self.backend.kind,
-                    labels=self.settings.labels,
-                    info={"in_flight": len(self.tracked), "free_slots": self.backend.free_slots(),
-                          "outbox": len(self.outbox), "pid": os.getpid()})
+                    labels=self.settings.labels, info=self._info())
             await asyncio.sleep(self.settings.heartbeat_s)
+
+    def _info(self) -> dict[str, object]:
+        """What the server shows of this agent, and what it checks jobs against: the largest
+        job the cluster can run and, when jobs see this host's files, the host and the roots
+        working dirs may be under (a client there defaults a job's working dir to its own)."""
+        info: dict[str, object] = {
+            "in_flight": len(self.tracked), "free_slots": self.backend.free_slots(),
+            "outbox": len(self.outbox), "pid": os.getpid()}
+        capacity = self.backend.capacity()
+        if capacity is not None:
+            info["capacity"] = capacity.to_info()
+        if self.backend.files_shared:
+            info["files"] = {"host": host_id(),
+                             "roots": [str(r) for r in self.settings.allowed_roots]}
+        return info

@@ -11,11 +11,13 @@ Failure contract (never signal failure by returning None/False):
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
 from bridgehead.errors import SubmitRejected
 
@@ -41,6 +43,9 @@ class NativeStatus:
 @runtime_checkable
 class Backend(Protocol):
     kind: str
+    files_shared: bool
+    """Its jobs see the agent host's files (local, a head node's sbatch): a client on that
+    host may default a job's working dir to its own, as sbatch does."""
 
     async def submit(self, job_id: str, spec: JobSpec) -> str:
         """Hand the job to the scheduler, tagged with ``job_id``; return its native id."""
@@ -68,7 +73,22 @@ class Backend(Protocol):
         """How many more jobs to claim now (None: no limit; the scheduler queues them)."""
         ...
 
+    def capacity(self) -> Capacity | None:
+        """The largest job the cluster can ever run (None: not known here; the scheduler
+        refuses what cannot fit). The server refuses bigger jobs at submit."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def host_id() -> str:
+    """This host as its agents and clients name it: the host name and the machine id (two
+    containers of one name do not pass for each other)."""
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine = ""
+    return f"{socket.gethostname()}/{machine}" if machine else socket.gethostname()
 
 
 def confine_working_dir(working_dir: str, roots: Sequence[Path]) -> str:

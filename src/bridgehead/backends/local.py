@@ -44,6 +44,7 @@ from bridgehead.backends.base import (
     confine_working_dir,
     read_file_range,
 )
+from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec, JobState, Usage
 from bridgehead.errors import (
     BackendError,
@@ -127,6 +128,7 @@ class LocalBackend:
     """Runs jobs as local processes, each under a supervisor that outlives the agent."""
 
     kind = "local"
+    files_shared = True
 
     def __init__(self, settings: LocalBackendSettings) -> None:
         self._settings = settings
@@ -175,6 +177,10 @@ class LocalBackend:
         assert self._free is not None
         return self._free
 
+    def capacity(self) -> Capacity:
+        slots = self._settings.slots
+        return Capacity(cores=slots, nodes=1, source=f"{slots} slots on one node")
+
     async def close(self) -> None:
         """Nothing to do: running jobs outlive the agent (their supervisors are reaped by any
         backend's next poll in this process, or by init once the agent has exited)."""
@@ -214,12 +220,12 @@ class LocalBackend:
             raise SubmitRejected(
                 f"the local backend runs a job on one node, this job asks for {resources.nodes}"
             )
-        if resources.cores > slots:
+        if resources.capped_cores > slots:
             raise SubmitRejected(
-                f"the job asks for {resources.cores} cores but the local backend has only "
-                f"{slots} slots"
+                f"the job asks for {resources.capped_cores} cores but the local backend has "
+                f"only {slots} slots"
             )
-        return resources.cores
+        return resources.capped_cores
 
     def _check_working_dir(self, working_dir: str | None) -> str | None:
         if working_dir is None:

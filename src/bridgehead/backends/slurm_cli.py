@@ -25,6 +25,7 @@ from pathlib import Path
 from bridgehead.backends import slurm
 from bridgehead.backends.base import NativeStatus
 from bridgehead.config import SlurmSettings
+from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec, JobState
 from bridgehead.errors import BackendError, BackendUnavailable, SubmitRejected
 
@@ -53,6 +54,7 @@ class SlurmCliConfig:
 
 class SlurmCliBackend:
     kind = "slurm_cli"
+    files_shared = True
 
     def __init__(self, settings: SlurmSettings, config: SlurmCliConfig) -> None:
         self.settings = settings
@@ -211,6 +213,9 @@ class SlurmCliBackend:
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         return await self.files.read_log(native_id, stream, offset, limit)
+
+    def capacity(self) -> Capacity | None:
+        return None  # sbatch refuses what no partition can run, with Slurm's own words
 
     def free_slots(self) -> int | None:
         return None  # Slurm queues what it cannot run yet

@@ -53,6 +53,7 @@ from bridgehead.backends.slurm_rest_api import (
     submit_body,
 )
 from bridgehead.config import SlurmSettings
+from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec
 from bridgehead.errors import BackendError, BackendUnavailable, ConfigError, SubmitRejected
 
@@ -114,6 +115,7 @@ class _Token:
 
 class SlurmRestBackend:
     kind = "slurm_rest"
+    files_shared = False
 
     def __init__(self, settings: SlurmSettings, *, state_dir: Path,
                  allowed_roots: tuple[Path, ...] = ()) -> None:
@@ -234,6 +236,9 @@ class SlurmRestBackend:
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         return await self.files.read_log(native_id, stream, offset, limit)
+
+    def capacity(self) -> Capacity | None:
+        return None  # sbatch refuses what no partition can run, with Slurm's own words
 
     def free_slots(self) -> int | None:
         return None  # Slurm queues what it cannot run yet

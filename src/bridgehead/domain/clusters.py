@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bridgehead.domain.jobs import ACTIVE
+from bridgehead.domain.jobs import ACTIVE, JobSpec
 from bridgehead.errors import InvalidSpec
 
 
@@ -23,6 +23,43 @@ class Cluster:
 
     def online(self, now: float, ttl_s: float) -> bool:
         return self.last_heartbeat is not None and now - self.last_heartbeat <= ttl_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capacity:
+    """The largest job a cluster can ever run, as its agent reports it (``info.capacity``).
+    A job that asks for more is refused at submit, as sbatch refuses an impossible request;
+    what a backend does not know (``None``) is not checked."""
+
+    cores: int | None = None
+    """Cores one job may have (the local backend's slots)."""
+    nodes: int | None = None
+    source: str = "its agent"
+    """What the figures are, for the error: ``"2 slots"``."""
+
+    def to_info(self) -> dict[str, object]:
+        return {"cores": self.cores, "nodes": self.nodes, "source": self.source}
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, object]) -> Capacity | None:
+        """The capacity in a heartbeat's info, if it has a well-formed one."""
+        raw = info.get("capacity")
+        if not isinstance(raw, Mapping):
+            return None
+        cores, nodes = raw.get("cores"), raw.get("nodes")
+        return cls(cores=cores if isinstance(cores, int) else None,
+                   nodes=nodes if isinstance(nodes, int) else None,
+                   source=str(raw.get("source") or "its agent"))
+
+    def refuse_unfit(self, spec: JobSpec) -> None:
+        """InvalidSpec naming both numbers when ``spec`` (after its caps) can never fit."""
+        res = spec.resources
+        for what, asked, most in (("cores", res.capped_cores, self.cores),
+                                  ("nodes", res.capped_nodes, self.nodes)):
+            if most is not None and asked > most:
+                raise InvalidSpec(
+                    f"the job asks for {asked} {what} but cluster {spec.cluster!r} can run at "
+                    f"most {most} {what} per job ({self.source}): ask for fewer with --{what}")
 
 
 def route(selector: Mapping[str, str], clusters: Sequence[tuple[Cluster, Mapping[str, int]]],

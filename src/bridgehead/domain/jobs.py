@@ -140,6 +140,16 @@ class Resources:
         """Every field, plain JSON types."""
         return {name: getattr(self, name) for name in RESOURCE_FIELDS}
 
+    @property
+    def capped_cores(self) -> int:
+        """The cores the job gets: ``cores`` clamped by ``max_cores``."""
+        return self.cores if self.max_cores is None else min(self.cores, self.max_cores)
+
+    @property
+    def capped_nodes(self) -> int:
+        """The nodes the job gets: ``nodes`` clamped by ``max_nodes``."""
+        return self.nodes if self.max_nodes is None else min(self.nodes, self.max_nodes)
+
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")

@@ -99,4 +99,5 @@ async def heartbeat(body: HeartbeatIn, request: Request, p: AgentOrAdmin) -> dic
         body.cluster, body.agent_id, backend=body.backend, labels=body.labels,
         info=body.info, lease_s=request.app.state.settings.lease_s,
     )
+    request.app.state.capacities.heard(body.cluster, body.info)
     return {"ok": True, "lease_s": request.app.state.settings.lease_s}

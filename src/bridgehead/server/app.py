@@ -32,6 +32,7 @@ from bridgehead.errors import (
 from bridgehead.rules.engine import RuleEngine
 from bridgehead.server import admin, agents, jobs, rules, runs
 from bridgehead.server.auth import Authed, TokenCache
+from bridgehead.server.capacity import Capacities
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore, create_store
 from bridgehead.workflows.runner import WorkflowRunner
@@ -144,6 +145,7 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     app.state.store = store
     app.state.tokens = TokenCache()
     app.state.metrics = Metrics()
+    app.state.capacities = Capacities()
     app.state.runner = WorkflowRunner(store, cluster_ttl_s=settings.cluster_ttl_s,
                                       metrics=app.state.metrics)
     app.state.rules = RuleEngine(store, cluster_ttl_s=settings.cluster_ttl_s,

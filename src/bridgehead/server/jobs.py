@@ -54,6 +54,7 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
         _check_tenant(p, spec)
     if any(not spec.cluster for spec in specs):
         specs = await _routed(request, specs)
+    await request.app.state.capacities.refuse_unfit(store_of(request), specs)
     results = await store_of(request).submit(specs)
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
     return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]

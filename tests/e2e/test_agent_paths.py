@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bridgehead.client import Client
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
-from tests.procs import eventually, stack
+from tests.procs import env_for, eventually, stack
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +24,7 @@ def bh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     allowed.mkdir()
     with stack(home, BRIDGEHEAD_ALLOWED_ROOTS=f'["{allowed}"]') as s, \
             Client(s.server.url, s.admin) as client:
-        client.allowed = allowed
+        client.allowed, client.token = allowed, s.admin
         yield client
 
 
@@ -63,3 +66,27 @@ def test_working_dir_outside_the_allowed_roots_fails_with_the_reason(bh: Client)
     job = run(bh, "/bin/true", working_dir="/etc")
     assert job.state is JobState.FAILED
     assert "allowed roots" in (job.reason or "")
+
+
+def _cli(bh: Client, cwd: object, *args: str) -> subprocess.CompletedProcess[str]:
+    env = env_for(Path(str(cwd)) / ".home", BRIDGEHEAD_URL=bh.url,
+                  BRIDGEHEAD_TOKEN=bh.token)  # type: ignore[attr-defined]
+    return subprocess.run([sys.executable, "-m", "bridgehead", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_works_in_the_callers_dir_only_under_the_allowed_roots(
+        bh: Client, tmp_path: Path) -> None:
+    inside = bh.allowed / "project"  # type: ignore[attr-defined]
+    inside.mkdir(exist_ok=True)
+    for where in (inside, tmp_path):
+        (where / "job.sh").write_text("#!/bin/sh\npwd\n")
+        (where / "job.sh").chmod(0o755)
+    ran = _cli(bh, inside, "submit", "--wait", "--json", "--", "./job.sh")
+    assert ran.returncode == 0, ran
+    assert json.loads(ran.stdout)["spec"]["working_dir"] == str(inside.resolve())
+    outside = _cli(bh, tmp_path, "submit", "--wait", "--", "./job.sh")
+    assert outside.returncode == 1, outside  # the job ran in its job dir: no ./job.sh there
+    note = [line for line in outside.stderr.splitlines() if line.startswith("bridgehead: note")]
+    assert len(note) == 1 and "ran in its job directory" in note[0], outside.stderr
+    assert "(./job.sh)" in note[0] and "--workdir" in note[0] and str(tmp_path) in note[0]

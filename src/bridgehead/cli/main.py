@@ -10,14 +10,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bridgehead.cli import output
+from bridgehead.backends.base import STREAMS
+from bridgehead.cli import interrupts, output
+from bridgehead.cli.workdir import default_workdir, relative_paths_note
 from bridgehead.config import AgentSettings, ServerSettings
-from bridgehead.domain.jobs import JobSpec, JobState, Resources
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import (
     AuthError,
@@ -149,13 +152,16 @@ def slurm_event(args: tuple[str, ...]) -> None:
 @click.option("--max-nodes", type=int, help="Cap on nodes.")
 @click.option("--env", "env", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable")
-@click.option("--workdir", help="Absolute working directory on the cluster.")
+@click.option("--workdir", help="Absolute working directory on the cluster (default: this "
+              "directory when the cluster's jobs see this host's files, as with sbatch; "
+              "else a directory of the job's own).")
 @click.option("--option", "options", multiple=True,
               help="Scheduler option passed through (--name=value), repeatable.")
 @click.option("--tenant", default="default")
 @click.option("--key", "idempotency_key", help="Idempotency key: the same key, the same job.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the end; exit 1 unless it succeeded.")
-@click.option("--follow", "-f", is_flag=True, help="Stream the job's stdout until it ends.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Stream the job's stdout and stderr until it ends.")
 @click.option("--json", "as_json", is_flag=True)
 def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | None,
            cluster_labels: tuple[str, ...], name: str | None,
@@ -180,14 +186,34 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
                             walltime_s=parse_walltime(walltime) if walltime else None),
     )
     with _client() as bh:
+        if workdir is None and spec.cluster:
+            spec = replace(spec, working_dir=default_workdir(bh.clusters(), spec.cluster))
         job = bh.submit(spec)
         if follow:
-            output.stream_logs(bh, job.id)
+            _show_logs(job.id, STREAMS, follow=True)
         if wait_ or follow:
             job = bh.wait(job.id, until="terminal")
     output.show_job(job, as_json=as_json, brief=not (wait_ or follow))
+    if wait_ or follow:
+        _note_relative_paths(job)
     if (wait_ or follow) and job.state is not JobState.SUCCEEDED:
         sys.exit(1)
+
+
+def _show_logs(job_id: str, streams: Sequence[str], *, follow: bool) -> None:
+    from bridgehead.cli import logs_view
+    from bridgehead.client import AsyncClient
+
+    async def go() -> None:
+        async with AsyncClient() as bh:
+            await logs_view.show(bh, job_id, streams, follow=follow)
+
+    asyncio.run(go())
+
+
+def _note_relative_paths(job: Job) -> None:
+    if note := relative_paths_note(job):
+        click.echo(f"bridgehead: note: {note}", err=True)
 
 
 @cli.command()
@@ -196,7 +222,10 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
 def status(job_id: str, as_json: bool) -> None:
     """Show one job."""
     with _client() as bh:
-        output.show_job(bh.get(job_id), as_json=as_json)
+        job = bh.get(job_id)
+    output.show_job(job, as_json=as_json)
+    if not as_json:
+        _note_relative_paths(job)
 
 
 @cli.command("list")
@@ -219,21 +248,13 @@ def list_(cluster: str | None, states: tuple[str, ...], labels: tuple[str, ...],
 @cli.command()
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
-@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
-def logs(job_id: str, follow: bool, stderr: bool) -> None:
-    """Print a job's log."""
-    stream = "stderr" if stderr else "stdout"
-    with _client() as bh:
-        if follow:
-            output.stream_logs(bh, job_id, stream=stream)
-            return
-        offset = 0
-        while True:
-            data, offset, _ = bh.read_logs(job_id, stream=stream, offset=offset)
-            if not data:
-                break
-            sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+@click.option("--stdout", "only_stdout", is_flag=True, help="Only stdout, as raw bytes.")
+@click.option("--stderr", "only_stderr", is_flag=True, help="Only stderr, as raw bytes.")
+def logs(job_id: str, follow: bool, only_stdout: bool, only_stderr: bool) -> None:
+    """Print a job's log: stdout and stderr (its lines marked [stderr]), or one of them."""
+    from bridgehead.cli.logs_view import pick_streams
+
+    _show_logs(job_id, pick_streams(only_stdout, only_stderr), follow=follow)
 
 
 @cli.command()
@@ -254,14 +275,45 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool) -> None
         sys.exit(1)
 
 
+CANCEL_WAIT_S = 3.0
+"""How long ``cancel`` waits to show a running job's new state."""
+
+
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True)
 def cancel(job_ids: tuple[str, ...], as_json: bool) -> None:
-    """Cancel jobs (queued: at once; running: through their agent)."""
-    with _client() as bh:
-        jobs = [bh.cancel(i) for i in job_ids]
-    output.show_jobs(jobs, None, as_json=as_json)
+    """Cancel jobs (queued: at once; running: through their agent). Shows each job's state
+    once the cancel has landed, or after a few seconds as it is then."""
+    from bridgehead.client import AsyncClient
+
+    async def cancel_all() -> list[tuple[Job, Job]]:
+        async with AsyncClient() as bh:
+            asked = [await bh.cancel(i) for i in job_ids]
+            now = await asyncio.gather(*(
+                bh.wait(j.id, until="terminal", timeout=CANCEL_WAIT_S) if not j.terminal
+                else _same(j) for j in asked))
+            return list(zip(asked, now, strict=True))
+
+    pairs = asyncio.run(cancel_all())
+    if not as_json:
+        for before, after in pairs:
+            output.console.print(_cancel_line(before, after), highlight=False)
+    output.show_jobs([after for _, after in pairs], None, as_json=as_json)
+
+
+async def _same(job: Job) -> Job:
+    return job
+
+
+def _cancel_line(before: Job, after: Job) -> str:
+    """``j-1: cancel requested (was running) -> cancelled``, or why nothing changed."""
+    if before.terminal and not before.cancel_requested:
+        return f"{before.id}: already {before.state.value}, nothing to cancel"
+    if after.terminal:
+        return f"{before.id}: cancel requested -> {after.state.value}"
+    return (f"{before.id}: cancel requested (still {after.state.value}; its agent is "
+            f"stopping it: bridgehead status {before.id})")
 
 
 @cli.command()
@@ -361,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        sys.exit(130)
+        sys.exit(interrupts.exit_code())
     except click.UsageError as exc:
         _fail(exc.format_message(), 2)
     except click.ClickException as exc:

@@ -67,10 +67,23 @@ def up(port: int | None, slots: int | None) -> None:
 
     def ready(url: str) -> None:
         output.console.print(f"[bold green]Bridgehead is up[/] at {url}  "
-                             f"(store {settings.store}; cluster 'local')")
-        output.console.print("Client config written; try: bridgehead submit -- echo hello")
+                             f"(store {settings.store}; cluster 'local'); Ctrl-C stops it")
+        output.console.print(f"Client config written; in another shell try: "
+                             f"{_me()} submit --wait -- echo hello", highlight=False)
 
     asyncio.run(run_up(settings, {"slots": slots, "poll_interval_s": 0.25}, ready))
+
+
+def _me() -> str:
+    """How to call this command again from another shell: ``bridgehead`` when that is on
+    PATH and is this one, else its full path."""
+    import shutil
+
+    here = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("bridgehead")
+    if here is not None and here.name == "bridgehead":
+        return "bridgehead" if found and Path(found).resolve() == here else str(here)
+    return "bridgehead" if found else f"{sys.executable} -m bridgehead"
 
 
 @cli.command()

@@ -77,6 +77,24 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def start_up(home: Path, slots: int) -> Proc:
+    """``bridgehead up`` (server on SQLite + local agent) with its client config written."""
+    port = free_port()
+    proc = Proc(["up", "--port", str(port), "--slots", str(slots)], home / "up.log",
+                env_for(home)).start()
+
+    def healthy() -> bool:
+        assert proc.alive, proc.output()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    eventually(healthy, 30, what="bridgehead up")
+    eventually(lambda: (home / "client.toml").exists(), 10, what="client.toml")
+    return proc
+
+
 class Server(Proc):
     def __init__(self, dsn: str, home: Path, port: int | None = None) -> None:
         self.port = port or free_port()

@@ -9,10 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.procs import Proc, env_for, eventually, free_port
+from tests.procs import Proc, env_for, eventually, free_port, start_up
 
 pytestmark = pytest.mark.slow
 
@@ -25,19 +24,7 @@ def bh(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Proc]]:
     home = tmp_path_factory.mktemp("up")
-    port = free_port()
-    proc = Proc(["up", "--port", str(port), "--slots", "4"], home / "up.log",
-                env_for(home)).start()
-
-    def healthy() -> bool:
-        assert proc.alive, proc.output()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    eventually(healthy, 30, what="bridgehead up")
-    eventually(lambda: (home / "client.toml").exists(), 10, what="client.toml")
+    proc = start_up(home, slots=4)
     yield home, proc
     proc.kill()
 

@@ -16,10 +16,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.procs import Proc, env_for, eventually, free_port
+from tests.procs import env_for, start_up
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +38,7 @@ def bash_blocks(section: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("readme")
-    port = free_port()
-    proc = Proc(["up", "--port", str(port), "--slots", "2"], home / "up.log",
-                env_for(home)).start()
-
-    def healthy() -> bool:
-        assert proc.alive, proc.output()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    eventually(healthy, 30, what="bridgehead up")
-    eventually(lambda: (home / "client.toml").exists(), 10, what="client.toml")
+    proc = start_up(home, slots=2)
     env = env_for(home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     yield env

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
 
 from bridgehead.config import ServerSettings
 from bridgehead.domain.clusters import Role
+from bridgehead.domain.runs import Plan, RunState, TaskState, run_event
 from bridgehead.server.app import create_app
 from bridgehead.store import JobFilter, JobStore, create_store
 
@@ -255,3 +257,68 @@ async def test_external_events_are_deduped_and_may_not_pose_as_bridgeheads(api: 
     bad_id = await api.http.post("/v1/events", headers=api.client,
                                  json={**body, "id": "$(rm -rf /)"})
     assert bad_id.status_code == 422
+
+
+async def test_a_page_names_a_next_only_when_more_follows(api: Api) -> None:
+    for _ in range(4):
+        await api.http.post("/v1/jobs", headers=api.client, json=JOB)
+    for _ in range(3):
+        r = await api.http.post("/v1/workflows/runs", headers=api.client, json={"spec": FAN})
+        assert r.status_code == 201, r.text
+
+    async def pages(path: str, items: str, limit: int) -> list[int]:
+        """The size of each page, following ``next`` until there is none."""
+        sizes, after = [], None
+        while True:
+            params = {"limit": limit, **({"after": after} if after else {})}
+            r = await api.http.get(path, headers=api.client, params=params)
+            assert r.status_code == 200, r.text
+            sizes.append(len(r.json()[items]))
+            if (after := r.json()["next"]) is None:
+                return sizes
+
+    assert await pages("/v1/jobs", "jobs", 2) == [2, 2]  # no empty third page
+    assert await pages("/v1/jobs", "jobs", 4) == [4]
+    assert await pages("/v1/jobs", "jobs", 3) == [3, 1]
+    assert await pages("/v1/workflows/runs", "runs", 3) == [3]
+    assert await pages("/v1/workflows/runs", "runs", 1) == [1, 1, 1]
+    assert await pages("/v1/workflows/runs", "runs", 1000) == [3]
+
+
+FAN = """\
+name: fan
+params: {n: 2}
+defaults: {cluster: c1}
+steps:
+  - {id: fan, foreach: {param: n}, command: [echo, "{{ item }}"]}
+"""
+
+
+async def test_a_retried_runs_durations_leave_out_its_wait_for_the_retry(api: Api) -> None:
+    created = (await api.http.post("/v1/workflows/runs", headers=api.client,
+                                   json={"spec": FAN})).json()
+    run = await api.store.get_run(created["id"])
+    failed = await api.store.apply_plan(run, Plan(state=RunState.FAILED, events=[
+        run_event(replace(run, state=RunState.FAILED))]))  # as the planner ends a run
+    assert failed is not None
+    r = await api.http.post(f"/v1/workflows/runs/{run.id}/retry", headers=api.client,
+                            json={"from_failed": True})
+    assert r.status_code == 200, r.text
+    retried = await api.store.get_run(run.id)
+    [(ended, again)] = retried.idle
+    assert ended - run.created_at <= r.json()["duration_s"] <= (
+        time.time() - run.created_at - (again - ended))
+    # One item ran in the 1 s before the run failed, the other in the 1 s after the retry.
+    tasks = await api.store.run_tasks(run.id)
+    done = [replace(t, state=TaskState.SUCCEEDED, started_at=at, finished_at=at + 1)
+            for t, at in zip(tasks, (ended - 1, again), strict=True)]
+    finished = await api.store.apply_plan(retried, Plan(tasks=done, state=RunState.SUCCEEDED))
+    assert finished is not None and finished.finished_at is not None
+
+    body = (await api.http.get(f"/v1/workflows/runs/{run.id}", headers=api.client)).json()
+    [step] = body["steps"]
+    assert step["duration_s"] == pytest.approx(2, abs=1e-5)  # not 2 s + the wait
+    wall = finished.finished_at - run.created_at
+    assert body["duration_s"] == pytest.approx(wall - (again - ended), abs=1e-5)
+    [listed] = (await api.http.get("/v1/workflows/runs", headers=api.client)).json()["runs"]
+    assert listed["duration_s"] == body["duration_s"]

@@ -282,6 +282,31 @@ async def test_retry_run_resets_only_the_unsuccessful_tasks(store: JobStore) -> 
     assert [s.idempotency_key for _, s in p.jobs] == [f"wf:{failed.id}:a:0:2"]
 
 
+async def test_a_retried_run_keeps_the_spans_it_sat_failed(store: JobStore) -> None:
+    failed = await fail_a(store)
+    assert failed.idle == () and (await store.get_run(failed.id)).idle == ()
+    retried = await store.retry_run(failed.id)
+    assert failed.finished_at is not None
+    span = (failed.finished_at, retried.updated_at)
+    assert retried.idle == (span,)
+    assert (await store.get_run(failed.id)).idle == (span,)
+    [listed] = [r for r in await store.list_runs() if r.id == failed.id]
+    assert listed.idle == (span,)
+
+    run, _, _, p = await look(store, failed.id)
+    moved = await store.apply_plan(run, p)
+    assert moved is not None and moved.idle == (span,)
+    [a_job] = [job_id for job_id, _ in p.jobs]
+    await end_job(store, a_job, S.FAILED)
+    run, _, _, settle = await look(store, failed.id)
+    again = await store.apply_plan(run, settle)
+    assert again is not None and again.state is RunState.FAILED and again.finished_at
+    twice = await store.retry_run(failed.id)
+    assert twice.idle == (span, (again.finished_at, twice.updated_at))
+    cancelling = await store.request_run_cancel(failed.id)
+    assert cancelling.cancel_requested and cancelling.idle == twice.idle
+
+
 async def test_only_a_failed_or_cancelled_run_can_be_retried(store: JobStore) -> None:
     run, _ = await new_run(store)
     with pytest.raises(Conflict):

@@ -1,4 +1,5 @@
-"""The CLI's contract for bad input: exit code 2 and one clear line, nothing sent."""
+"""The CLI's contract for bad input (exit code 2 and one clear line, nothing sent), and what
+``bridgehead status`` shows of a job."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from bridgehead.cli.main import parse_memory, parse_walltime
+from bridgehead.cli.output import show_job
+from bridgehead.cli.runs_view import run_duration
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 from bridgehead.errors import InvalidSpec
 
 
@@ -55,3 +59,44 @@ def test_durations_and_sizes() -> None:
         512, 512, 4096, 1048576, 2]
     with pytest.raises(InvalidSpec):
         parse_walltime("1:2:3:4:5")
+
+
+def status_of(job: Job, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """``bridgehead status``'s table, as {row name: value}."""
+    show_job(job)
+    rows = [line.strip().split("  ", 1) for line in capsys.readouterr().out.splitlines()]
+    return {row[0]: row[1].strip() for row in rows if len(row) == 2}
+
+
+def test_status_shows_labels_resources_and_env_names_but_not_their_values(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spec = JobSpec(
+        cluster="hpc", command=("train", "[/]"), labels={"run": "r-1", "step": "[b]fit"},
+        env={"API_TOKEN": "s3cret-value", "OMP_NUM_THREADS": "8"},
+        working_dir="/scratch/fit", scheduler_options=("--qos=high", "--exclusive"),
+        resources=Resources(cores=8, nodes=2, memory_mb=4096, gpus=1, walltime_s=5400,
+                            partition="gpu", account="proj7", max_cores=4))
+    rows = status_of(Job(id="j-1", spec=spec, state=JobState.QUEUED), capsys)
+    assert rows["labels"] == "run=r-1, step=[b]fit"  # shown as written, not as markup
+    assert rows["resources"] == ("cores=8, nodes=2, memory=4G, gpus=1, walltime=1h30m, "
+                                 "partition=gpu, account=proj7, max-cores=4")
+    assert rows["env"] == "API_TOKEN OMP_NUM_THREADS"
+    assert rows["working dir"] == "/scratch/fit"
+    assert rows["scheduler options"] == "--qos=high --exclusive"
+    assert rows["command"] == "train [/]"
+    show_job(Job(id="j-1", spec=spec, state=JobState.QUEUED))
+    assert "s3cret" not in capsys.readouterr().out
+
+
+def test_status_leaves_out_what_a_job_does_not_set(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = JobSpec(cluster="local", command=("echo",),
+                   resources=Resources(memory_mb=1536, walltime_s=90))
+    rows = status_of(Job(id="j-2", spec=spec, state=JobState.QUEUED), capsys)
+    assert rows["resources"] == "cores=1, nodes=1, memory=1536M, walltime=1m30s"
+    assert not {"labels", "env", "working dir", "scheduler options"} & set(rows)
+
+
+def test_a_runs_duration_is_the_servers_not_its_wall_time() -> None:
+    run = {"created_at": "2026-01-01T10:00:00+00:00", "finished_at": "2026-01-01T10:05:00+00:00"}
+    assert run_duration({**run, "duration_s": 4.5}) == 4.5  # it sat failed before a retry
+    assert run_duration(run) == 300  # a server that does not say

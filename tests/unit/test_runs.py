@@ -15,6 +15,8 @@ import pytest
 
 from bridgehead.domain.jobs import JobSpec, JobState
 from bridgehead.domain.runs import (
+    PERIOD_EVENTS,
+    RETRIED_EVENT,
     RETRYABLE,
     TASK_TERMINAL,
     JobEnd,
@@ -23,10 +25,13 @@ from bridgehead.domain.runs import (
     RunState,
     Task,
     TaskState,
+    active_seconds,
     expand,
+    idle_spans,
     new_run_id,
     plan,
     retry_tasks,
+    runtime,
     step_summary,
 )
 from bridgehead.errors import InvalidSpec
@@ -70,6 +75,8 @@ class Sim:
         self.ends: dict[str, JobEnd] = {}
         self.jobs: dict[str, JobSpec] = {}
         """Every job any plan submitted, by id, in submission order."""
+        self.marks: list[tuple[str, float]] = []
+        """(type, time) of the run's end and retry events, as the store reads them."""
 
     def loaded(self) -> list[Task]:
         """The tasks as ``run_tasks`` returns them: each with its job's state joined."""
@@ -89,7 +96,16 @@ class Sim:
             self.run = replace(self.run, version=self.run.version + 1,
                                state=out.state or self.run.state,
                                finished_at=at if out.state else None)
+        self.marks += [(e.type, at) for e in out.events if e.type in PERIOD_EVENTS]
         return out
+
+    def retry(self, at: float) -> None:
+        """``retry --from-failed`` at ``at``, as the store does it."""
+        for task in retry_tasks(list(self.tasks.values())):
+            self.tasks[task.key] = task
+        self.marks.append((RETRIED_EVENT, at))
+        self.run = replace(self.run, state=RunState.RUNNING, finished_at=None,
+                           idle=idle_spans(self.marks))
 
     def end(self, step: str, index: int = 0, state: JobState = J.SUCCEEDED, *, at: float,
             reason: str | None = None) -> None:
@@ -479,9 +495,7 @@ def test_a_retried_run_submits_new_tries_with_a_fresh_budget() -> None:
     assert sim.run.state is RunState.FAILED
     assert sim.look(T + 12) == Plan()  # a finished run plans nothing
 
-    for task in retry_tasks(list(sim.tasks.values())):
-        sim.tasks[task.key] = task
-    sim.run = replace(sim.run, state=RunState.RUNNING)
+    sim.retry(T + 20)
     p = sim.look(T + 20)
     assert [s.idempotency_key for _, s in p.jobs] == ["wf:r-1:a:0:3"]
     a = sim.tasks["a", 0]
@@ -610,3 +624,37 @@ def test_an_empty_fan_out_takes_its_state_from_the_steps_it_needs() -> None:
     ok.end_and_look("a", 0, at=T + 1)
     assert [s["state"] for s in step_summary(ok.spec, list(ok.tasks.values()))] == [
         "succeeded", "succeeded", "queued"]
+
+
+# -- durations of a retried run ----------------------------------------------------------
+def test_a_retried_run_and_step_last_the_time_they_ran_not_the_wait_for_the_retry() -> None:
+    sim = Sim(FANOUT, {"bins": 2})
+    sim.look(T)
+    sim.end_and_look("index", 0, at=T + 2)  # each job ran 1 s, ending at ``at``
+    assert sim.end_and_look("index", 1, J.FAILED, at=T + 3).state is RunState.FAILED
+    assert runtime(sim.run, now=T + 50) == 3
+
+    sim.retry(T + 100)  # the run sat failed for 97 s
+    assert sim.run.idle == ((T + 3, T + 100),)
+    assert runtime(sim.run, now=T + 100) == 3  # running again, nothing done yet
+    sim.look(T + 100)
+    sim.end_and_look("index", 1, at=T + 102)
+    assert sim.end_and_look("merge", at=T + 104).state is RunState.SUCCEEDED
+    index, merge = step_summary(sim.spec, list(sim.tasks.values()), sim.run.idle)
+    assert (index["started_at"], index["finished_at"]) == (T + 1, T + 102)
+    assert index["duration_s"] == 4  # 2 s before the failure, 2 s after the retry
+    assert merge["duration_s"] == 1
+    assert runtime(sim.run, now=T + 500) == 7  # 3 s, then 4 s after the retry
+
+
+def test_idle_spans_go_from_each_end_to_the_retry_that_followed() -> None:
+    failed, cancelled, succeeded = (f"bridgehead.workflow.{s}"
+                                    for s in ("failed", "cancelled", "succeeded"))
+    assert idle_spans([]) == idle_spans([(succeeded, T)]) == ()
+    assert idle_spans([(RETRIED_EVENT, T)]) == ()  # no end before it: nothing to skip
+    marks = [(failed, T + 1), (RETRIED_EVENT, T + 5), (cancelled, T + 7),
+             (RETRIED_EVENT, T + 20), (succeeded, T + 30)]
+    assert idle_spans(marks) == ((T + 1, T + 5), (T + 7, T + 20))
+    assert idle_spans([*marks[:4], (failed, T + 25)]) == ((T + 1, T + 5), (T + 7, T + 20))
+    assert active_seconds(T, T + 30, idle_spans(marks)) == 13
+    assert active_seconds(T + 3, T + 10, idle_spans(marks)) == 2  # 5..7: the rest idles

@@ -6,15 +6,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridgehead.domain.jobs import Job, JobState
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 """Tables keep their width when piped (scripts should use --json)."""
@@ -52,6 +53,50 @@ def _duration(job: Job) -> str:
     return f"{(job.finished_at or time.time()) - job.started_at:.1f}s"
 
 
+def _memory(mb: int) -> str:
+    """``512M``, ``4G``, ``1T``: the largest unit that divides it, as ``--memory`` takes."""
+    for unit, size in (("T", 1 << 20), ("G", 1 << 10)):
+        if mb % size == 0:
+            return f"{mb // size}{unit}"
+    return f"{mb}M"
+
+
+def _walltime(seconds: int) -> str:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m``."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _resources(resources: Resources) -> str:
+    """What the job asks for, named as ``submit``'s flags: cores and nodes, then only what is
+    set (memory, gpus, walltime, partition, account, caps)."""
+    r = resources
+    asked: list[tuple[str, object]] = [
+        ("cores", r.cores), ("nodes", r.nodes),
+        ("memory", r.memory_mb and _memory(r.memory_mb)), ("gpus", r.gpus),
+        ("walltime", r.walltime_s and _walltime(r.walltime_s)), ("partition", r.partition),
+        ("account", r.account), ("max-cores", r.max_cores), ("max-nodes", r.max_nodes)]
+    return _pairs((name, value) for name, value in asked if value)
+
+
+def _pairs(pairs: Iterable[tuple[str, object]]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in pairs)
+
+
+def _spec_rows(spec: JobSpec) -> list[tuple[str, str]]:
+    """The spec's labels, resources, env (its names only: values may be secrets), working
+    directory and scheduler options; each only when it is set."""
+    rows = [("labels", _pairs(sorted(spec.labels.items()))),
+            ("resources", _resources(spec.resources)),
+            ("env", " ".join(sorted(spec.env))), ("working dir", spec.working_dir or ""),
+            ("scheduler options", " ".join(spec.scheduler_options))]
+    return [(key, value) for key, value in rows if value]
+
+
 def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
     if as_json:
         print(json.dumps(job_dict(job)))
@@ -62,11 +107,12 @@ def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
     table = Table(show_header=False, box=None)
     what = " ".join(job.spec.command) if job.spec.command else "(script)"
     rows = [
-        ("id", job.id), ("name", job.spec.name or "-"), ("state", _state(job)),
-        ("cluster", job.cluster), ("tenant", job.spec.tenant), ("command", what),
+        ("id", job.id), ("name", escape(job.spec.name or "-")), ("state", _state(job)),
+        ("cluster", job.cluster), ("tenant", job.spec.tenant), ("command", escape(what)),
+        *((key, escape(value)) for key, value in _spec_rows(job.spec)),
         ("native id", job.native_id or "-"), ("exit code", str(job.exit_code)
                                               if job.exit_code is not None else "-"),
-        ("reason", job.reason or "-"), ("attempt", str(job.attempt)),
+        ("reason", escape(job.reason or "-")), ("attempt", str(job.attempt)),
         ("created", _when(job.created_at)), ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)), ("duration", _duration(job)),
     ]

@@ -55,6 +55,10 @@ def seconds(value: float | None) -> str:
 
 
 def run_duration(run: Mapping[str, Any]) -> float | None:
+    """The server's ``duration_s``: the time the run ran, not the time it sat failed before
+    a retry (from its creation to its end when a server does not give it)."""
+    if run.get("duration_s") is not None:
+        return float(run["duration_s"])
     start = epoch(run.get("created_at"))
     return None if start is None else (epoch(run.get("finished_at")) or time.time()) - start
 

@@ -126,6 +126,9 @@ class Run:
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    idle: tuple[tuple[float, float], ...] = ()
+    """The spans it sat failed or cancelled before a retry, as (ended, retried): not part of
+    its runtime. Read by the store from its events (:func:`idle_spans`)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -346,9 +349,43 @@ def task_event(run: Run, task: Task) -> Event:
                  subject=f"runs/{run.id}/{task.step}/{task.index}", data=data)
 
 
-def step_summary(spec: WorkflowSpec, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+RETRIED_EVENT = "bridgehead.workflow.retried"
+PERIOD_EVENTS = (*(f"bridgehead.workflow.{s.value}" for s in RunState if s.terminal),
+                 RETRIED_EVENT)
+"""The run events that end a run's active period (its end states), or start one again."""
+
+
+def idle_spans(marks: Sequence[tuple[str, float]]) -> tuple[tuple[float, float], ...]:
+    """A run's :attr:`Run.idle` from its :data:`PERIOD_EVENTS` as (type, time), in log
+    order: from each end to the retry that followed it."""
+    spans: list[tuple[float, float]] = []
+    ended: float | None = None
+    for kind, at in marks:
+        if kind != RETRIED_EVENT:
+            ended = at
+        elif ended is not None:
+            spans.append((ended, at))
+            ended = None
+    return tuple(spans)
+
+
+def active_seconds(start: float, end: float, idle: Sequence[tuple[float, float]]) -> float:
+    """The seconds from ``start`` to ``end`` less those of the ``idle`` spans within them."""
+    return end - start - sum(max(0.0, min(end, b) - max(start, a)) for a, b in idle)
+
+
+def runtime(run: Run, now: float) -> float:
+    """Seconds the run has been running: from its creation to its end (``now`` while it
+    runs), less the time it sat failed or cancelled before each retry."""
+    return active_seconds(run.created_at, run.finished_at or now, run.idle)
+
+
+def step_summary(spec: WorkflowSpec, tasks: Sequence[Task],
+                 idle: Sequence[tuple[float, float]] = ()) -> list[dict[str, Any]]:
     """Per step, in file order: its state (the least advanced of its tasks'; for an empty
-    fan-out, that of the steps it needs), counts and times."""
+    fan-out, that of the steps it needs), counts and times. Its ``duration_s`` runs from its
+    first task's start to its last one's end, less the run's ``idle`` spans (a retried
+    run's wait for the user) within them."""
     out = []
     state_of: dict[str, str] = {}
     for step in map(spec.step, spec.topological_order()):
@@ -365,7 +402,8 @@ def step_summary(spec: WorkflowSpec, tasks: Sequence[Task]) -> list[dict[str, An
         out.append({
             "id": step.id, "needs": list(step.needs), "state": state_of[step.id],
             "total": len(mine), "counts": counts, "started_at": started, "finished_at": finished,
-            "duration_s": finished - started if started and finished else None,
+            "duration_s": active_seconds(started, finished, idle)
+            if started and finished else None,
         })
     position = {step.id: i for i, step in enumerate(spec.steps)}
     return sorted(out, key=lambda summary: position[summary["id"]])

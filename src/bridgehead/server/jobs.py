@@ -20,6 +20,7 @@ from bridgehead.server.schemas import (
     JobPage,
     SubmitOut,
     json_response,
+    page_of,
 )
 from bridgehead.store import JobFilter
 
@@ -102,9 +103,10 @@ async def list_jobs(
         cluster = p.cluster
     flt = JobFilter(cluster=cluster, states=tuple(state or ()), tenant=tenant,
                     labels=tuple(labels))
-    jobs = await store_of(request).list_jobs(flt, limit=limit, after=after)
+    found = await store_of(request).list_jobs(flt, limit=limit + 1, after=after)
+    jobs, after_last = page_of(found, limit, lambda job: job.id)
     return json_response(JobPage.model_construct(
-        jobs=[JobOut.of(j) for j in jobs], next=jobs[-1].id if len(jobs) == limit else None))
+        jobs=[JobOut.of(j) for j in jobs], next=after_last))
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -25,6 +25,7 @@ from bridgehead.server.schemas import (
     StepOut,
     TaskOut,
     json_response,
+    page_of,
 )
 from bridgehead.store import JobStore
 from bridgehead.workflows.runner import create_run, spec_of
@@ -71,11 +72,12 @@ async def list_runs(
 ) -> Response:
     """Runs, newest first; ``after`` is the ``next`` of the previous page."""
     store = store_of(request)
-    runs = await store.list_runs(state=state, workflow=workflow, tenant=p.tenant,
-                                 limit=limit, after=after)
+    found = await store.list_runs(state=state, workflow=workflow, tenant=p.tenant,
+                                  limit=limit + 1, after=after)
+    runs, after_last = page_of(found, limit, lambda run: run.id)
     counts = await store.task_counts([r.id for r in runs])
     page = RunPage.model_construct(runs=[RunOut.of(r, counts[r.id]) for r in runs],
-                                   next=runs[-1].id if len(runs) == limit else None)
+                                   next=after_last)
     return json_response(page)
 
 
@@ -106,7 +108,7 @@ async def get_run(
     base = RunOut.of(run, counts)
     detail = RunDetailOut.model_construct(
         **dict(base),
-        steps=[StepOut.of(s) for s in step_summary(spec, found)],
+        steps=[StepOut.of(s) for s in step_summary(spec, found, run.idle)],
         tasks=[TaskOut.of(t) for t in found] if tasks else [])
     return json_response(detail)
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
-from bridgehead.domain.runs import Run, RunState, Task, TaskState
+from bridgehead.domain.runs import Run, RunState, Task, TaskState, runtime
 from bridgehead.errors import InvalidSpec
 from bridgehead.store.base import ClusterStats, LogChunk
 
 Name = Field(min_length=1, max_length=128)
+T = TypeVar("T")
 
 
 class _Model(BaseModel):
@@ -130,6 +133,14 @@ def json_response(model: BaseModel | list[BaseModel], status_code: int = 200) ->
     else:
         body = model.model_dump_json().encode()
     return Response(body, status_code=status_code, media_type="application/json")
+
+
+def page_of(found: Sequence[T], limit: int,
+            cursor: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """A page from what the store found when asked for ``limit + 1`` items (one more than
+    the page), and its ``next``: the last item's cursor, only when a further item exists."""
+    page = list(found[:limit])
+    return page, cursor(page[-1]) if len(found) > limit else None
 
 
 class SubmitOut(BaseModel):
@@ -292,6 +303,9 @@ class RunOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     finished_at: datetime | None
+    duration_s: float = Field(description="Seconds it has run: from its creation to its end "
+                              "(or now), less the time it sat failed or cancelled before "
+                              "each retry.")
     counts: dict[str, int] = Field(description="Tasks by state.")
 
     @classmethod
@@ -300,7 +314,8 @@ class RunOut(BaseModel):
             id=run.id, workflow=run.workflow, tenant=run.tenant, state=run.state,
             version=run.version, params=run.params, cancel_requested=run.cancel_requested,
             created_at=_ts(run.created_at), updated_at=_ts(run.updated_at),
-            finished_at=_ts(run.finished_at), counts=counts)
+            finished_at=_ts(run.finished_at), duration_s=runtime(run, time.time()),
+            counts=counts)
 
 
 class StepOut(BaseModel):
@@ -311,7 +326,9 @@ class StepOut(BaseModel):
     counts: dict[str, int]
     started_at: datetime | None
     finished_at: datetime | None
-    duration_s: float | None
+    duration_s: float | None = Field(description="Seconds from its first task's start to "
+                                     "its last one's end, less the time the run sat failed "
+                                     "or cancelled before a retry.")
 
     @classmethod
     def of(cls, summary: dict[str, Any]) -> StepOut:

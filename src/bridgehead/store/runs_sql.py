@@ -12,23 +12,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from bridgehead.domain.events import Event
+from bridgehead.domain.events import SOURCE, Event
 from bridgehead.domain.jobs import JobState
 from bridgehead.domain.runs import (
+    PERIOD_EVENTS,
     JobEnd,
     Plan,
     Run,
     RunState,
     Task,
     TaskState,
+    idle_spans,
     retry_tasks,
     run_event,
 )
 from bridgehead.errors import Conflict, NotFound
 from bridgehead.store import queries as q
-from bridgehead.store.sql import Row, SqlJobStore, event_from_row, event_row, job_rows
+from bridgehead.store.sql import Conn, Row, SqlJobStore, event_from_row, event_row, job_rows
 
 INSERT_RUN = """
 INSERT INTO workflow_runs (id, workflow, tenant, spec, filename, params, state, version,
@@ -64,6 +67,10 @@ UPDATE workflow_tasks SET state = :state, attempt = :attempt, tries = :tries,
 WHERE run_id = :run_id AND step = :step AND idx = :idx
 """
 ACTIVE_RUNS = "SELECT id FROM workflow_runs WHERE state = 'running' ORDER BY id"
+PERIOD_EVENTS_OF = """
+SELECT subject, type, time FROM events
+WHERE source = :source AND subject IN {subjects} AND type IN {types} ORDER BY seq
+"""
 UPSERT_CURSOR = """
 INSERT INTO cursors (name, seq) VALUES (:name, :seq)
 ON CONFLICT (name) DO UPDATE SET seq = excluded.seq
@@ -140,7 +147,8 @@ class SqlRunStore(SqlJobStore):
             if not rows:
                 found = await tx.conn.fetch(
                     SELECT_RUN_BY_KEY, {"tenant": run.tenant, "key": run.idempotency_key})
-                return run_from_row(found[0]), False
+                [existing] = await self._with_idle(tx.conn, [run_from_row(found[0])])
+                return existing, False
             stored = run_from_row(rows[0])
             await tx.conn.executemany(INSERT_TASK, [
                 {"run_id": t.run_id, "step": t.step, "idx": t.index, "pos": pos,
@@ -153,9 +161,10 @@ class SqlRunStore(SqlJobStore):
     async def get_run(self, run_id: str) -> Run:
         async with self._read() as conn:
             rows = await conn.fetch(SELECT_RUN, {"id": run_id})
-        if not rows:
-            raise NotFound(f"workflow run {run_id} not found")
-        return run_from_row(rows[0])
+            if not rows:
+                raise NotFound(f"workflow run {run_id} not found")
+            [run] = await self._with_idle(conn, [run_from_row(rows[0])])
+        return run
 
     async def run_tasks(self, run_id: str) -> list[Task]:
         """The run's tasks in creation order, each with its job's state."""
@@ -176,7 +185,22 @@ class SqlRunStore(SqlJobStore):
         sql = (f"SELECT * FROM workflow_runs WHERE {' AND '.join(where)} "
                "ORDER BY id DESC LIMIT :limit")
         async with self._read() as conn:
-            return [run_from_row(r) for r in await conn.fetch(sql, params)]
+            runs = [run_from_row(r) for r in await conn.fetch(sql, params)]
+            return await self._with_idle(conn, runs)
+
+    async def _with_idle(self, conn: Conn, runs: list[Run]) -> list[Run]:
+        """The runs with their ``idle`` spans, from their end and retry events."""
+        if not runs:
+            return runs
+        sql = PERIOD_EVENTS_OF.format(subjects=self._ids_sql("subjects"),
+                                      types=self._ids_sql("types"))
+        rows = await conn.fetch(sql, {
+            "source": SOURCE, "subjects": self._ids_value([f"runs/{r.id}" for r in runs]),
+            "types": self._ids_value(PERIOD_EVENTS)})
+        marks: dict[str, list[tuple[str, float]]] = {}
+        for r in rows:
+            marks.setdefault(r["subject"], []).append((r["type"], r["time"]))
+        return [replace(run, idle=idle_spans(marks.get(f"runs/{run.id}", ()))) for run in runs]
 
     async def task_counts(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Each run's number of tasks by state."""
@@ -216,7 +240,7 @@ class SqlRunStore(SqlJobStore):
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in plan.tasks])
             await self._log(tx, plan.events, now)
             tx.notify(f"run:{run.id}")
-        return run_from_row(rows[0])
+        return replace(run_from_row(rows[0]), idle=run.idle)  # a plan never retries
 
     async def request_run_cancel(self, run_id: str) -> Run:
         """Flag the run for its runner (logs ``workflow.cancelling``); a finished run: as is."""
@@ -239,6 +263,7 @@ class SqlRunStore(SqlJobStore):
                     raise NotFound(f"workflow run {run_id} not found")
                 run = run_from_row(found[0])
                 if cancel and (run.state.terminal or run.cancel_requested):
+                    [run] = await self._with_idle(tx.conn, [run])
                     return run
                 retried: list[Task] = []
                 if not cancel:
@@ -259,6 +284,7 @@ class SqlRunStore(SqlJobStore):
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in retried])
             await self._log(tx, [run_event(bumped, kind)], now)
             tx.notify(f"run:{run.id}")
+            [bumped] = await self._with_idle(tx.conn, [bumped])  # with this retry's span
         return bumped
 
     async def _log(self, tx: Any, events: Sequence[Event], now: float) -> None:

@@ -166,12 +166,6 @@ def show_tokens(tokens: list[dict[str, Any]], *, as_json: bool = False) -> None:
     console.print(table)
 
 
-def stream_logs(bh: Any, job_id: str, *, stream: str = "stdout") -> None:
-    for data in bh.follow_logs(job_id, stream=stream):
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-
-
 async def wait_with_progress(bh: Any, job_ids: list[str], timeout: float | None) -> list[Job]:
     """Wait for every job concurrently (server long-polls) with a live progress bar."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -2,18 +2,29 @@
 
 Precedence, highest first: explicit arguments (CLI flags), ``BRIDGEHEAD_*`` environment
 variables, the ``[server]`` / ``[agent]`` / ``[client]`` / ``[airflow]`` table of
-``$BRIDGEHEAD_HOME/config.toml`` (or the file named by ``BRIDGEHEAD_CONFIG``), then defaults.
-``BRIDGEHEAD_HOME`` defaults to ``~/.bridgehead``.
+``$BRIDGEHEAD_HOME/config.toml`` (or the file named by ``BRIDGEHEAD_CONFIG``), then defaults;
+client settings put ``client.toml`` (written by ``bridgehead up``) between the environment and
+config.toml. ``BRIDGEHEAD_HOME`` defaults to ``~/.bridgehead``.
+
+Each setting has one variable: ``BRIDGEHEAD_<NAME>`` for the fields of ``[server]``,
+``[agent]`` and ``[client]`` (one name may serve several: ``BRIDGEHEAD_TOKEN``),
+``BRIDGEHEAD_SLURM__<NAME>`` for ``[agent.slurm]``, ``BRIDGEHEAD_AIRFLOW__<NAME>`` for
+``[airflow]``. A ``BRIDGEHEAD_*`` variable that nothing reads is not taken as another spelling
+(not even ``BRIDGEHEAD_<TABLE>__<NAME>``): the first load warns about it on stderr, with the
+name probably meant.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_origin
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -98,6 +109,7 @@ class _Settings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: Any) -> Any:
+        warn_unknown_variables()
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
@@ -220,6 +232,99 @@ class AirflowSettings(_Settings):
     timeout_s: float = Field(default=30.0, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     """Seconds between looks at the run's task instances and its jobs' logs."""
+
+
+SETTINGS: tuple[type[_Settings], ...] = (ServerSettings, AgentSettings, ClientSettings,
+                                         AirflowSettings)
+"""Every settings class, so every variable they read is known (and documented: the README's
+table is checked against :func:`env_names` by ``tests/unit/test_config.py``)."""
+
+OTHER_VARIABLES = (
+    "BRIDGEHEAD_HOME",         # home(): config.toml, client.toml, the SQLite store, agent state
+    "BRIDGEHEAD_CONFIG",       # config_file()
+    "BRIDGEHEAD_JOB_ID",       # set by agents in every job's environment
+    "BRIDGEHEAD_ARGC",         # set for a Slurm job's argv wrapper, unset before the command
+    "BRIDGEHEAD_ARGV_*",
+    "BRIDGEHEAD_TEST_PG_DSN",  # the test suite's and bench/broker.py's PostgreSQL
+)
+"""``BRIDGEHEAD_*`` names that are not settings fields but are read or set by Bridgehead; a
+name ending in ``*`` is a family (``BRIDGEHEAD_ARGV_0``, ``BRIDGEHEAD_ARGV_1``, ...)."""
+
+
+def env_names(cls: type[_Settings]) -> dict[str, str]:
+    """Every environment variable ``cls`` reads, with the config.toml key it stands for:
+    ``BRIDGEHEAD_SLURM__CONF``: ``agent.slurm.conf``. A nested model may also be given whole
+    as JSON (``BRIDGEHEAD_SLURM``); a dict one entry per variable (``BRIDGEHEAD_LABELS__*``)."""
+    out: dict[str, str] = {}
+    for name, field in cls.model_fields.items():
+        var, key = _prefix(cls) + name.upper(), f"{cls._table}.{name}"
+        out[var] = key
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out.update({f"{var}__{sub.upper()}": f"{key}.{sub}" for sub in kind.model_fields})
+        elif get_origin(kind) is dict:
+            out[f"{var}__*"] = key
+    return out
+
+
+def known_variables() -> set[str]:
+    """Every ``BRIDGEHEAD_*`` name Bridgehead reads or sets (``*`` ends a family)."""
+    return set(OTHER_VARIABLES).union(*(env_names(cls) for cls in SETTINGS))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The ``BRIDGEHEAD_*`` names in ``environ`` that nothing reads, each with the name most
+    likely meant (None when none is close). Settings ignore case; the other names do not."""
+    known = known_variables()
+    fields = known - set(OTHER_VARIABLES)
+    return {name: _likely(name.upper(), known) for name in sorted(environ)
+            if name.upper().startswith("BRIDGEHEAD_")
+            and not _among(name.upper(), fields) and not _among(name, set(OTHER_VARIABLES))}
+
+
+def _among(name: str, names: set[str]) -> bool:
+    return name in names or any(n.endswith("*") and name.startswith(n[:-1]) for n in names)
+
+
+def _likely(name: str, known: set[str]) -> str | None:
+    """``BRIDGEHEAD_<TABLE>__<NAME>`` (a table's name where none belongs) means NAME as that
+    table spells it; anything else, the closest known name."""
+    for cls in SETTINGS:
+        qualified = f"BRIDGEHEAD_{cls._table.upper()}__"
+        if name.startswith(qualified) and _prefix(cls) != qualified:
+            own = _prefix(cls) + name.removeprefix(qualified)
+            return _closest(own, set(env_names(cls))) or _closest(name, known)
+    return _closest(name, known)
+
+
+def _closest(name: str, names: set[str]) -> str | None:
+    """``name`` if it is among ``names``, else the shortest one it begins (a name cut short),
+    else the most similar one, compared without the prefix they share."""
+    if _among(name, names):
+        return name
+    rest = name.removeprefix("BRIDGEHEAD_")
+    plain = {n.removeprefix("BRIDGEHEAD_"): n for n in names if not n.endswith("*")}
+    longer = sorted((n for n in plain if rest and n.startswith(rest)), key=lambda n: (len(n), n))
+    close = longer[:1] or difflib.get_close_matches(rest, plain, n=1)
+    return plain[close[0]] if close else None
+
+
+def _prefix(cls: type[_Settings]) -> str:
+    return (cls.model_config.get("env_prefix") or "").upper()
+
+
+_warned: set[str] = set()
+
+
+def warn_unknown_variables() -> None:
+    """One line on stderr per ``BRIDGEHEAD_*`` variable that no setting reads, once per
+    process: a misspelt name is never silently ignored (and stdout stays clean for --json)."""
+    for name, likely in unknown_variables(os.environ).items():
+        if name not in _warned:
+            _warned.add(name)
+            hint = f" (did you mean {likely}?)" if likely else ""
+            print(f"bridgehead: warning: {name} is not a Bridgehead setting{hint}",
+                  file=sys.stderr)
 
 
 def read_client_file() -> dict[str, Any]:

@@ -160,3 +160,13 @@ def test_the_cli_warns_on_stderr_and_its_json_still_parses(tmp_path: Path) -> No
     assert result.stderr.splitlines() == [
         "bridgehead: warning: BRIDGEHEAD_CLIENT__URL is not a Bridgehead setting "
         "(did you mean BRIDGEHEAD_URL?)"]
+
+
+def test_a_command_that_loads_no_settings_warns_too(tmp_path: Path) -> None:
+    env = env_for(tmp_path, BRIDGEHEAD_CLIENT__URL="http://127.0.0.1:9")
+    out = subprocess.run([sys.executable, "-m", "bridgehead", "workflow", "schema"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)
+    assert out.stderr.splitlines() == [
+        "bridgehead: warning: BRIDGEHEAD_CLIENT__URL is not a Bridgehead setting "
+        "(did you mean BRIDGEHEAD_URL?)"]

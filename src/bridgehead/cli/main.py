@@ -19,7 +19,7 @@ import click
 from bridgehead.backends.base import STREAMS
 from bridgehead.cli import interrupts, output
 from bridgehead.cli.workdir import default_workdir, relative_paths_note
-from bridgehead.config import AgentSettings, ServerSettings
+from bridgehead.config import AgentSettings, ServerSettings, warn_unknown_variables
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import (
@@ -51,6 +51,7 @@ def _client() -> Any:
 @click.version_option(package_name="bridgehead")
 def cli() -> None:
     """Bridgehead: run jobs on your clusters from Airflow, scripts and events."""
+    warn_unknown_variables()
 
 
 # -- services ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``bridgehead airflow run|follow`` against a real Airflow and a real Bridgehead: the single
-stream holds every job's lines, exit codes follow the run, ``--detach`` hands the follow to a
-Bridgehead job."""
+stream (stdout) holds every job's lines before its task's end, exit codes follow the run,
+``--log-file`` has one header per run, ``--detach`` hands the follow to a Bridgehead job."""
 
 from __future__ import annotations
 
@@ -38,16 +38,19 @@ def test_run_streams_every_job_with_conf(lab: AirflowLab, tmp_path: Path) -> Non
                   "--log-file", str(log), home=tmp_path)
     assert out.returncode == 0, out
     stdout, logged = out.stdout.splitlines(), log.read_text().splitlines()
-    for line in expected("CONF-42"):
+    for line in expected("CONF-42"):  # each job's lines, then its task's end
         assert line in stdout, (line, out.stdout, out.stderr)
         assert line in logged, (line, logged)
-    for task in ("prep", "fan[0]", "fan[1]", "fan[2]", "join"):  # its state changes
-        assert re.search(rf"^\[{re.escape(task)}\] \S+ -> success$", out.stderr, re.M), task
+        ended = [i for i, s in enumerate(stdout)
+                 if s.startswith(f"-- {line.split()[0]} ") and s.endswith("success")]
+        assert ended and stdout.index(line) < ended[0], (line, out.stdout)
     assert "bh_launch_ok run bh-launch-" in logged[-1] and logged[-1].endswith("success")
 
-    match = RUN_ID.search(out.stderr)
-    assert match, out.stderr
-    again = lab.cli("airflow", "follow", "bh_launch_ok", match[1], "--json", home=tmp_path)
+    match = RUN_ID.search(out.stdout)
+    assert match, out.stdout
+    assert logged[0].startswith(f"=== bh_launch_ok run {match[1]} (bridgehead airflow run, ")
+    again = lab.cli("airflow", "follow", "bh_launch_ok", match[1], "--json", "--log-file",
+                    str(log), home=tmp_path)
     assert again.returncode == 0, again
     summary = json.loads(again.stdout)
     assert summary["state"] == "success" and summary["run_id"] == match[1]
@@ -58,6 +61,9 @@ def test_run_streams_every_job_with_conf(lab: AirflowLab, tmp_path: Path) -> Non
         assert [j["state"] for j in task["jobs"]] == ["succeeded"], task
     for line in expected("CONF-42"):  # the stream of a finished run, now on stderr
         assert line in again.stderr.splitlines()
+    headers = [s for s in log.read_text().splitlines() if s.startswith("=== ")]
+    assert len(headers) == 2 and headers[1].startswith(
+        f"=== bh_launch_ok run {match[1]} (bridgehead airflow follow, "), headers
 
 
 def test_failed_run_exits_1_and_names_the_task(lab: AirflowLab, tmp_path: Path) -> None:

@@ -1,16 +1,19 @@
 """The launcher's edge cases, against handler fakes of Airflow's REST API and of the Bridgehead
 API (``httpx.MockTransport``): conf parsing, API version detection, refused credentials, JWT
-renewal, task-instance paging, and a follow of 60 jobs (partial lines, stderr, backoff).
+renewal, task-instance paging, a follow of 60 jobs (partial lines, stderr, backoff), and the
+order of the one stream the CLI prints (scripted runs: each poll of the run is one step).
 No Airflow needed: the real one is in ``test_launcher_e2e.py``."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +21,17 @@ import httpx
 import pytest
 
 from bridgehead.airflow.launcher import (
+    LogLine,
     RunFollower,
+    RunOutput,
     follower_spec,
     new_run_id,
     parse_conf,
+    report,
     trigger_run,
 )
 from bridgehead.airflow.rest import AirflowApi
+from bridgehead.cli.airflow import RunConsole
 from bridgehead.client import AsyncClient
 from bridgehead.config import AirflowSettings
 from bridgehead.domain.jobs import Job, JobSpec, JobState
@@ -40,23 +47,27 @@ def api(handler: Handler, **settings: Any) -> AirflowApi:
 
 
 class Recorder:
-    """A RunOutput that keeps everything."""
+    """A RunOutput that keeps everything: each kind apart, and all of it in order (``stream``,
+    where task states start with ``-- ``)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.states: list[str] = []
         self.notes: list[str] = []
+        self.stream: list[str] = []
 
     def job_line(self, prefix: str, text: str, *, stderr: bool) -> None:
         self.lines.append(f"{prefix} {'(stderr) ' if stderr else ''}{text}")
+        self.stream.append(self.lines[-1])
 
     def task_state(self, prefix: str, old: str | None, new: str, try_number: int) -> None:
         self.states.append(f"{prefix} {old} -> {new}")
+        self.stream.append(f"-- {self.states[-1]}")
 
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def failed_task(self, prefix: str, jobs: str, last_lines: list[str]) -> None:
+    def failed_task(self, prefix: str, jobs: str, last_lines: list[LogLine]) -> None:
         self.notes.append(f"{prefix} failed {jobs}")
 
     def run_state(self, dag_id: str, run_id: str, state: str) -> None:
@@ -338,3 +349,167 @@ def test_cli_fails_in_one_line(args: tuple[str, ...], code: int, words: str,
     assert out.returncode == code, out
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "s3cret" not in out.stderr, out.stderr
+
+
+# -- the one stream: order, markers, the failure summary, --log-file ---------------------------
+@dataclass(frozen=True)
+class Step:
+    """What one poll of a scripted run sees: the run's state, each task instance's state, and
+    each job's state with its whole log so far (``JOB_ID`` per task)."""
+
+    run: str
+    tasks: dict[str, str]
+    jobs: dict[str, tuple[JobState, str, str]] = field(default_factory=dict)
+
+
+class ScriptedRun:
+    """A run that moves one ``Step`` on each time the follower asks for the run, whatever the
+    clock says; a log read returns at most ``CHUNK`` bytes (a job's end takes several reads)."""
+
+    CHUNK = 7
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps, self.at = steps, -1
+
+    @property
+    def step(self) -> Step:
+        return self.steps[self.at]
+
+    def airflow(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/taskInstances"):
+            tis = [{"task_id": t, "map_index": -1, "state": s, "try_number": 1}
+                   for t, s in self.step.tasks.items()]
+            return httpx.Response(200, json={"total_entries": len(tis), "task_instances": tis})
+        self.at = min(self.at + 1, len(self.steps) - 1)
+        return httpx.Response(200, json={"state": self.step.run})
+
+    def bridgehead(self, request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path == "/v1/jobs":
+            jobs = [JobOut.of(self._job(task, state)).model_dump(mode="json")
+                    for task, (state, _, _) in self.step.jobs.items()
+                    if params.get("after") is None or job_id(task) > params["after"]]
+            return httpx.Response(200, json={"jobs": sorted(jobs, key=lambda j: j["id"]),
+                                             "next": None})
+        task = next(t for t in self.step.jobs if job_id(t) == path.split("/")[3])
+        state, stdout, stderr = self.step.jobs[task]
+        offset = int(params["offset"])
+        text = stdout if params["stream"] == "stdout" else stderr
+        data = text.encode()[offset:offset + self.CHUNK]
+        return httpx.Response(200, content=data, headers={
+            "x-next-offset": str(offset + len(data)), "x-job-state": state.value})
+
+    def _job(self, task: str, state: JobState) -> Job:
+        exit_code = {JobState.SUCCEEDED: 0, JobState.FAILED: 3}.get(state)
+        return Job(id=job_id(task), state=state, exit_code=exit_code, spec=JobSpec(
+            cluster="local", command=("echo",), labels={
+                "airflow.dag_id": "d", "airflow.run_id": "r", "airflow.task_id": task}))
+
+
+def job_id(task: str) -> str:
+    return f"{ord(task[0]):026d}"
+
+
+RUNNING, DONE, FAILED = JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED
+CHAIN = [  # a >> b; each job's last lines appear in the same poll as its task's success
+    Step(run="running", tasks={"a": "deferred"},
+         jobs={"a": (RUNNING, "a-1\n", "")}),
+    Step(run="running", tasks={"a": "success", "b": "queued"},
+         jobs={"a": (DONE, "a-1\na-2 the last line\n", "a-warn\n")}),
+    Step(run="running", tasks={"a": "success", "b": "deferred"},
+         jobs={"a": (DONE, "a-1\na-2 the last line\n", "a-warn\n"),
+               "b": (RUNNING, "b-1\n", "")}),
+    Step(run="success", tasks={"a": "success", "b": "success"},
+         jobs={"a": (DONE, "a-1\na-2 the last line\n", "a-warn\n"),
+               "b": (DONE, "b-1\nb-2 no newline", "b-warn\n")}),
+]
+
+
+def console(*, result: bool = False, log_file: Path | None = None,
+            run_id: str = "r") -> RunConsole:
+    """The CLI's rendering of a follow of DAG ``d``."""
+    return RunConsole(result=result, log_file=log_file, dag_id="d", run_id=run_id,
+                      command="airflow follow")
+
+
+async def follow_script(steps: list[Step], console: RunOutput) -> None:
+    """Follow a scripted run of DAG ``d`` to its end, then report, as the CLI does."""
+    world = ScriptedRun(steps)
+    async with api(world.airflow, token="t", username=None, password=None,
+                   api_version="v2") as af, AsyncClient(
+            "http://bh", "tok", transport=httpx.MockTransport(world.bridgehead)) as bh:
+        await af.connect()
+        result = await RunFollower(af, bh, console, "d", "r", poll_s=0.01).follow()
+    report(console, result)
+    if isinstance(console, RunConsole):
+        console.close()
+
+
+async def test_one_ordered_stream_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    await follow_script(CHAIN, console())
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("-- ")] == [
+        "-- [a] deferred", "-- [a] deferred -> success", "-- [b] queued",
+        "-- [b] queued -> deferred", "-- [b] deferred -> success", "-- d run r: success"], lines
+    assert sorted(line for line in lines if line.startswith("[")) == [
+        "[a] (stderr) a-warn", "[a] a-1", "[a] a-2 the last line", "[b] (stderr) b-warn",
+        "[b] b-1", "[b] b-2 no newline"], lines
+
+
+async def test_a_jobs_lines_come_before_its_tasks_end() -> None:
+    out = Recorder()
+    await follow_script(CHAIN, out)
+    stream = out.stream  # a job's stdout and stderr may interleave: only the states' order
+    for task, started in (("a", "-- [a] None -> deferred"), ("b", "-- [b] queued -> deferred")):
+        mine = [i for i, line in enumerate(stream) if line.startswith(f"[{task}] ")]
+        assert len(mine) == 3, stream
+        assert stream.index(started) < min(mine), stream
+        assert max(mine) < stream.index(f"-- [{task}] deferred -> success"), stream
+    assert stream.index("-- [a] deferred -> success") < stream.index("-- [b] None -> queued")
+
+
+async def test_a_job_that_came_and_went_between_polls_comes_before_its_end() -> None:
+    steps = [  # a's job id sorts before b's (several server replicas): below the cursor
+        Step(run="running", tasks={"b": "deferred"}, jobs={"b": (RUNNING, "b-1\n", "")}),
+        Step(run="running", tasks={"b": "deferred", "a": "success"},
+             jobs={"b": (RUNNING, "b-1\n", ""), "a": (DONE, "a-1\n", "")}),
+        Step(run="success", tasks={"b": "success", "a": "success"},
+             jobs={"b": (DONE, "b-1\n", ""), "a": (DONE, "a-1\n", "")})]
+    out = Recorder()
+    await follow_script(steps, out)
+    assert out.stream.index("[a] a-1") < out.stream.index("-- [a] None -> success"), out.stream
+
+
+async def test_json_keeps_stdout_for_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    await follow_script(CHAIN, console(result=True))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "[a] (stderr) a-warn" in err.splitlines() and err.endswith("-- d run r: success\n")
+
+
+async def test_failure_summary_marks_stderr_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    steps = [Step(run="running", tasks={"boom": "deferred"},
+                  jobs={"boom": (RUNNING, "boom\n", "")}),
+             Step(run="failed", tasks={"boom": "failed"},
+                  jobs={"boom": (FAILED, "boom\n", "Traceback\nValueError: x\n")})]
+    await follow_script(steps, console())
+    lines = capsys.readouterr().out.splitlines()
+    summary = lines[lines.index(f"-- [boom] failed: job {job_id('boom')} failed (exit 3)"):]
+    assert summary[1:] == ["-- [boom]   boom", "-- [boom]   (stderr) Traceback",
+                           "-- [boom]   (stderr) ValueError: x", "-- d run r: failed"], lines
+
+
+async def test_log_file_starts_each_run_with_a_header(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "run.log"
+    for run_id in ("r1", "r2"):
+        await follow_script(CHAIN, console(result=True, log_file=log, run_id=run_id))
+    console(result=True, log_file=log, run_id="r3").close()  # said nothing: no header
+    runs = log.read_text().split("\n\n")
+    assert len(runs) == 2, runs
+    for run_id, text in zip(("r1", "r2"), runs, strict=True):
+        header, *lines = text.splitlines()
+        assert re.fullmatch(rf"=== d run {run_id} \(bridgehead airflow follow, "
+                            r"\d{4}-\d\d-\d\dT[\d:]+\+00:00\) ===", header), header
+        assert lines[0] == "-- [a] deferred" and lines[-1] == "-- d run r: success", lines

@@ -9,6 +9,10 @@ its task instances, new jobs, and the logs of the jobs that are due; a job whose
 is read less often (up to every ``MAX_QUIET_S``), so a run of hundreds of jobs costs a few
 requests a second and no open connection per job.
 
+The stream keeps the run's order: when a task instance's try ends (``TASK_ENDED``), the rest
+of its jobs' logs is read and shown first, then its new state, then the states of the tasks
+that started meanwhile.
+
 This module needs httpx and the Bridgehead SDK only, never Airflow itself.
 """
 
@@ -25,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bridgehead.airflow.rest import AirflowApi
 from bridgehead.client import AsyncClient
@@ -37,6 +41,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUN_DONE = frozenset({"success", "failed"})
+TASK_ENDED = frozenset({"success", "failed", "up_for_retry", "upstream_failed", "skipped",
+                        "removed"})
+"""Task instance states that end a try: its jobs' last lines are shown before the state."""
+STDERR_MARK = "(stderr) "
 MAX_QUIET_S = 5.0
 """A job whose log had nothing new is read again after 2x the last wait, up to this."""
 READ_CONCURRENCY = 8
@@ -54,13 +62,27 @@ RETRY_S = 2.0
 """Seconds between tries while unreachable."""
 
 
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a job's log, and whether it came from its stderr."""
+
+    text: str
+    stderr: bool = False
+
+    @property
+    def marked(self) -> str:
+        """The text as the stream shows it: ``(stderr) `` before a stderr line."""
+        return f"{STDERR_MARK}{self.text}" if self.stderr else self.text
+
+
 class RunOutput(Protocol):
-    """Where a follow writes: the CLI renders it (``bridgehead.cli.airflow.RunConsole``)."""
+    """Where a follow writes, in the run's order: the CLI renders it
+    (``bridgehead.cli.airflow.RunConsole``)."""
 
     def job_line(self, prefix: str, text: str, *, stderr: bool) -> None: ...
     def task_state(self, prefix: str, old: str | None, new: str, try_number: int) -> None: ...
     def note(self, text: str) -> None: ...
-    def failed_task(self, prefix: str, jobs: str, last_lines: list[str]) -> None: ...
+    def failed_task(self, prefix: str, jobs: str, last_lines: list[LogLine]) -> None: ...
     def run_state(self, dag_id: str, run_id: str, state: str) -> None: ...
 
 
@@ -105,11 +127,19 @@ class TaskView:
     state: str | None = None
     try_number: int = 0
     jobs: list[str] = field(default_factory=list)
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
     @property
     def prefix(self) -> str:
         return task_prefix(self.task_id, self.map_index)
+
+
+class _Change(NamedTuple):
+    """A task instance's new state (or try), not shown yet."""
+
+    view: TaskView
+    state: str
+    try_number: int
 
 
 @dataclass
@@ -182,11 +212,19 @@ class RunFollower:
             await asyncio.sleep(self.poll_s)
 
     async def _cycle(self, *, full: bool) -> str:
-        """One look at everything; returns the run's state."""
+        """One look at everything; returns the run's state. The tries that ended are shown
+        after the rest of their jobs' logs, and before the tasks that started."""
         run = await self.api.get_run(self.dag_id, self.run_id)
         state = str(run["state"])
-        await self._refresh_tasks()
-        await self._discover(full=full or state in RUN_DONE)
+        changes = self._changes(await self.api.task_instances(self.dag_id, self.run_id))
+        ended = [c for c in changes if c.state in TASK_ENDED]
+        unseen = any(not c.view.jobs for c in ended)  # its jobs came and went since the last look
+        await self._discover(full=full or unseen or state in RUN_DONE)
+        await self._settle([c.view for c in ended])
+        for change in [*ended, *(c for c in changes if c.state not in TASK_ENDED)]:
+            self.console.task_state(change.view.prefix, change.view.state, change.state,
+                                    change.try_number)
+            change.view.state, change.view.try_number = change.state, change.try_number
         await self._pump()
         return state
 
@@ -218,14 +256,19 @@ class RunFollower:
         return result
 
     # -- task instances ----------------------------------------------------------------------
-    async def _refresh_tasks(self) -> None:
-        for ti in await self.api.task_instances(self.dag_id, self.run_id):
+    def _changes(self, task_instances: list[dict[str, Any]]) -> list[_Change]:
+        """The task instances whose state or try changed (their views keep the old one until
+        the change is shown: a cycle cut short by an outage finds it again)."""
+        changes = []
+        for ti in task_instances:
             key = (ti["task_id"], int(ti.get("map_index", -1)))
             view = self.tasks.setdefault(key, TaskView(task_id=key[0], map_index=key[1]))
             state, tries = ti.get("state"), int(ti.get("try_number") or 0)
-            if state and (state != view.state or tries != view.try_number):
-                self.console.task_state(view.prefix, view.state, state, tries)
-            view.state, view.try_number = state, tries
+            if not state:
+                view.state, view.try_number = None, tries
+            elif state != view.state or tries != view.try_number:
+                changes.append(_Change(view, state, tries))
+        return changes
 
     # -- jobs and their logs -----------------------------------------------------------------
     async def _discover(self, *, full: bool) -> None:
@@ -260,7 +303,19 @@ class RunFollower:
         due = [t for t in self.tails.values() if not t.done and (everything or t.due <= now)]
         await asyncio.gather(*(self._read(t) for t in due))
 
-    async def _read(self, tail: _Tail) -> None:
+    async def _settle(self, views: list[TaskView]) -> None:
+        """Read these tasks' jobs' logs to their end, before their tries' end is shown. A job
+        Bridgehead still runs is not waited for: it outlives its task, its later lines come
+        later."""
+        pending = [self.tails[j] for view in views for j in view.jobs
+                   if not self.tails[j].done]
+        while pending:
+            more = await asyncio.gather(*(self._read(t) for t in pending))
+            pending = [t for t, again in zip(pending, more, strict=True)
+                       if again and not t.done]
+
+    async def _read(self, tail: _Tail) -> bool:
+        """Read both streams once; True when the job has ended and there may be more."""
         got, ended = False, True
         async with self._reads:
             for stream in ("stdout", "stderr"):
@@ -275,6 +330,7 @@ class RunFollower:
         tail.quiet_s = self.poll_s if got else min(MAX_QUIET_S, max(self.poll_s,
                                                                       tail.quiet_s * 2))
         tail.due = time.monotonic() + (0.0 if got and state.terminal else tail.quiet_s)
+        return got and state.terminal
 
     def _emit(self, tail: _Tail, stream: str, data: bytes) -> None:
         *lines, rest = data.split(b"\n")
@@ -285,9 +341,9 @@ class RunFollower:
             self._line(tail, stream, raw)
 
     def _line(self, tail: _Tail, stream: str, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
-        self.console.job_line(tail.task.prefix, text, stderr=stream == "stderr")
-        tail.task.tail.append(text)
+        line = LogLine(raw.decode("utf-8", errors="replace").rstrip("\r"), stream == "stderr")
+        self.console.job_line(tail.task.prefix, line.text, stderr=line.stderr)
+        tail.task.tail.append(line)
 
     def _finish(self, tail: _Tail) -> None:
         for stream, rest in tail.partial.items():

@@ -1,5 +1,12 @@
 """``bridgehead airflow run|follow``: trigger a DAG run and follow it as one stream.
 
+The stream is on stdout (on stderr when stdout holds a result for scripts: the ``--json``
+summary, or the ids printed by ``--no-follow`` and ``--detach``), in the run's order: a job's
+lines read ``[task] text`` (``[task] (stderr) text``), and every line of the launcher's own
+(task states, notes, the summary) starts with ``-- ``, so ``grep '^\\['`` keeps only the jobs'
+lines. ``--log-file`` gets the same lines, appended under one header line per command
+(``=== DAG run RUN_ID (bridgehead airflow run|follow, TIME) ===``).
+
 Exit codes: 0 the run succeeded; 1 it failed (or ``--timeout`` ran out, or Airflow or
 Bridgehead cannot be reached); 2 bad input (a bad ``--conf``, an unknown DAG, refused
 credentials), with one line on stderr.
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,11 +29,13 @@ from bridgehead.config import AirflowSettings
 from bridgehead.errors import ConfigError
 
 if TYPE_CHECKING:  # the SDK and the launcher are imported when a command runs
-    from bridgehead.airflow.launcher import RunResult
+    from bridgehead.airflow.launcher import LogLine, RunResult
 
 _STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "red",
                 "running": "cyan", "deferred": "magenta", "up_for_retry": "yellow",
                 "skipped": "dim"}
+OWN = "-- "
+"""Starts every line of the stream that is not a job's."""
 _SETTINGS_HELP = """Airflow settings: flags, else BRIDGEHEAD_AIRFLOW__URL, __USERNAME, __PASSWORD,
 __TOKEN, __API_VERSION (auto|v1|v2), __POLL_INTERVAL_S in the environment, else the [airflow]
 table of $BRIDGEHEAD_HOME/config.toml. Bridgehead itself: BRIDGEHEAD_URL and BRIDGEHEAD_TOKEN,
@@ -33,14 +43,19 @@ or the client file of 'bridgehead up', as for the other commands."""
 
 
 class RunConsole:
-    """The follow's rendering: job lines on stdout (stderr under ``--json``, so that stdout
-    stays parseable), task states and notes on stderr (rich); all of it appended to
-    ``--log-file`` too, flushed line by line."""
+    """The follow's rendering: one stream, in order, on stdout (on stderr when ``result`` is,
+    i.e. stdout holds the command's result, so that it stays parseable); rich colours the
+    launcher's lines on a terminal. All of it goes to ``--log-file`` too, flushed line by line,
+    after a header naming the run (written before the first line: a launch that fails before
+    saying anything leaves none)."""
 
-    def __init__(self, *, as_json: bool, log_file: Path | None) -> None:
-        self.lines: IO[str] = sys.stderr if as_json else sys.stdout
-        self.status = Console(stderr=True, highlight=False, soft_wrap=True)
+    def __init__(self, *, result: bool, log_file: Path | None, dag_id: str, run_id: str,
+                 command: str) -> None:
+        self.out: IO[str] = sys.stderr if result else sys.stdout
+        self.rich = Console(file=self.out, highlight=False, soft_wrap=True)
         self.file: IO[str] | None = None
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self._header: str | None = f"=== {dag_id} run {run_id} (bridgehead {command}, {now}) ==="
         if log_file is not None:
             try:
                 log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -53,38 +68,45 @@ class RunConsole:
             self.file.close()
 
     def _log(self, text: str) -> None:
-        if self.file is not None:
-            self.file.write(text + "\n")
-            self.file.flush()
+        if self.file is None:
+            return
+        if self._header is not None:
+            self.file.write(("\n" if self.file.tell() else "") + self._header + "\n")
+            self._header = None
+        self.file.write(text + "\n")
+        self.file.flush()
+
+    def _own(self, *parts: str | tuple[str, str]) -> None:
+        """One of the launcher's lines (parts as for ``Text.assemble``)."""
+        line = Text.assemble(OWN, *parts)
+        self.rich.print(line)
+        self.out.flush()
+        self._log(line.plain)
 
     def job_line(self, prefix: str, text: str, *, stderr: bool) -> None:
-        line = f"{prefix} {'(stderr) ' if stderr else ''}{text}"
-        self.lines.write(line + "\n")
-        self.lines.flush()
+        from bridgehead.airflow.launcher import LogLine
+
+        line = f"{prefix} {LogLine(text, stderr).marked}"
+        self.out.write(line + "\n")
+        self.out.flush()
         self._log(line)
 
     def task_state(self, prefix: str, old: str | None, new: str, try_number: int) -> None:
         change = f"{old} -> {new}" if old else new
         retry = f" (try {try_number})" if try_number > 1 else ""
-        self.status.print(Text.assemble(prefix, " ", (change, _STATE_STYLE.get(new, "")),
-                                        retry))
-        self._log(f"{prefix} {change}{retry}")
+        self._own(prefix, " ", (change, _STATE_STYLE.get(new, "")), retry)
 
     def note(self, text: str) -> None:
-        self.status.print(Text(text, style="dim"))
-        self._log(text)
+        self._own((text, "dim"))
 
-    def failed_task(self, prefix: str, jobs: str, last_lines: list[str]) -> None:
-        self.status.print(Text.assemble((f"{prefix} failed", "bold red"), f": {jobs}"))
-        self._log(f"{prefix} failed: {jobs}")
+    def failed_task(self, prefix: str, jobs: str, last_lines: list[LogLine]) -> None:
+        self._own((f"{prefix} failed", "bold red"), f": {jobs}")
         for line in last_lines:
-            self.status.print(Text(f"{prefix}   {line}"))
-            self._log(f"{prefix}   {line}")
+            self._own(f"{prefix}   {line.marked}")
 
     def run_state(self, dag_id: str, run_id: str, state: str) -> None:
         style = "bold green" if state == "success" else "bold red"
-        self.status.print(Text.assemble(f"{dag_id} run {run_id}: ", (state, style)))
-        self._log(f"{dag_id} run {run_id}: {state}")
+        self._own(f"{dag_id} run {run_id}: ", (state, style))
 
 
 def _airflow_options(fn: Any) -> Any:
@@ -94,7 +116,8 @@ def _airflow_options(fn: Any) -> Any:
         click.option("--password", help="Airflow password; prefer BRIDGEHEAD_AIRFLOW__PASSWORD "
                                         "(a flag shows in the process list)."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Also append the whole stream to this file."),
+                     help="Also append the whole stream to this file, under a header "
+                          "line naming the run."),
         click.option("--timeout", type=click.FloatRange(min=0), default=None,
                      help="Stop following after S seconds (exit 1; the run goes on)."),
         click.option("--json", "as_json", is_flag=True,
@@ -139,13 +162,15 @@ def run(dag_id: str, conf_pairs: tuple[str, ...], conf_json: str | None, follow:
         as_json: bool) -> None:
     """Trigger a run of DAG_ID (unpausing the DAG if needed) and follow it: exit 0 if it
     succeeded, 1 if it failed."""
-    from bridgehead.airflow.launcher import parse_conf
+    from bridgehead.airflow.launcher import new_run_id, parse_conf
 
     conf = parse_conf(conf_pairs, conf_json)
     settings = _settings(airflow_url, username, password)
-    console = RunConsole(as_json=as_json, log_file=None if detach else log_file)
+    run_id = new_run_id()  # before anything is said: --log-file's header names it
+    console = RunConsole(result=as_json or detach or not follow, dag_id=dag_id, run_id=run_id,
+                         command="airflow run", log_file=None if detach else log_file)
     try:
-        outcome = asyncio.run(_launch(settings, console, dag_id, conf, follow=follow,
+        outcome = asyncio.run(_launch(settings, console, dag_id, run_id, conf, follow=follow,
                                       detach=detach, cluster=cluster, log_file=log_file,
                                       timeout=timeout))
         _finish(outcome, console, as_json)
@@ -162,7 +187,8 @@ def follow_cmd(dag_id: str, run_id: str, airflow_url: str | None, username: str 
                as_json: bool) -> None:
     """Follow an existing run of DAG_ID (what a --detach launch runs as a job)."""
     settings = _settings(airflow_url, username, password)
-    console = RunConsole(as_json=as_json, log_file=log_file)
+    console = RunConsole(result=as_json, log_file=log_file, dag_id=dag_id, run_id=run_id,
+                         command="airflow follow")
     try:
         outcome = asyncio.run(_follow_only(settings, console, dag_id, run_id, timeout))
         _finish(outcome, console, as_json)
@@ -170,7 +196,7 @@ def follow_cmd(dag_id: str, run_id: str, airflow_url: str | None, username: str 
         console.close()
 
 
-async def _launch(settings: AirflowSettings, console: RunConsole, dag_id: str,
+async def _launch(settings: AirflowSettings, console: RunConsole, dag_id: str, run_id: str,
                   conf: dict[str, Any], *, follow: bool, detach: bool, cluster: str,
                   log_file: Path | None, timeout: float | None) -> RunResult | dict[str, Any]:
     from bridgehead.airflow.launcher import RunFollower, follower_spec, trigger_run
@@ -181,7 +207,7 @@ async def _launch(settings: AirflowSettings, console: RunConsole, dag_id: str,
         await api.connect()
         if follow or detach:
             await bh.list_jobs(limit=1)  # a bad Bridgehead token fails before the run exists
-        run_id = await trigger_run(api, console, dag_id, conf)
+        await trigger_run(api, console, dag_id, conf, run_id)
         if detach:
             spec = follower_spec(dag_id, run_id, cluster=cluster, log_file=log_file,
                                  airflow=settings, bridgehead_url=bh.url)

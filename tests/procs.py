@@ -118,12 +118,22 @@ class Server(Proc):
 
 
 class Agent(Proc):
+    """``bridgehead agent`` with its token in a mode-600 file (``token_file=False``: in
+    BRIDGEHEAD_TOKEN, the compatible way)."""
+
     def __init__(self, url: str, token: str, home: Path, *, cluster: str = "local",
                  slots: int = 4, poll: float = 0.2, args: tuple[str, ...] = (),
-                 **env: str) -> None:
+                 token_file: bool = True, **env: str) -> None:
         state = home / f"agent-{cluster}"
+        self.token_file = home / f"agent-{cluster}.token"
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        how = ["--token-file", str(self.token_file)] if token_file else []
+        if not token_file:
+            env["BRIDGEHEAD_TOKEN"] = token
         super().__init__(
-            ["agent", "--cluster", cluster, "--server", url, "--token", token,
+            ["agent", "--cluster", cluster, "--server", url, *how,
              "--state-dir", str(state), "--slots", str(slots), "--poll-interval", str(poll),
              *args],
             home / f"agent-{cluster}.log", env_for(home, **env))

@@ -19,9 +19,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import stat
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_origin
@@ -170,6 +171,15 @@ class AgentSettings(_Settings):
     cluster: str = "local"
     server: str = "http://127.0.0.1:8765"
     token: str | None = None
+    """The agent token itself: visible to every process of the agent's user (argv, environment);
+    prefer ``token_file``."""
+    token_file: Path | None = None
+    """A file holding the agent token: owned by the agent's user, mode 600 (or 400)."""
+    run_as: str | None = None
+    """Run this cluster's jobs as this user (local backend; the agent needs root or
+    CAP_SETUID/CAP_SETGID)."""
+    run_as_tenants: dict[str, str] = Field(default_factory=dict)
+    """Per tenant, the user its jobs run as (instead of ``run_as``)."""
     backend: Literal["local", "slurm_cli", "slurm_rest"] = "local"
     state_dir: Path = Field(default_factory=lambda: home() / "agent")
     slots: int | None = Field(default=None, ge=1)
@@ -188,6 +198,17 @@ class AgentSettings(_Settings):
     failpoint: str = ""
     """Crash testing only (BRIDGEHEAD_FAILPOINT): ``after-backend-submit`` makes the agent
     SIGKILL itself right after the scheduler took a job, before its native id is recorded."""
+
+    def with_token(self) -> AgentSettings:
+        """These settings with ``token`` read from ``token_file`` when one is given (it wins
+        over ``token``). ConfigError, naming the file, for a file others may read."""
+        if self.token_file is None:
+            return self
+        return self.model_copy(update={"token": read_token_file(self.token_file)})
+
+    def user_of(self, tenant: str) -> str | None:
+        """The user a tenant's jobs run as (None: the agent's own)."""
+        return self.run_as_tenants.get(tenant) or self.run_as
 
     @property
     def wake_socket(self) -> Path:
@@ -325,6 +346,57 @@ def warn_unknown_variables() -> None:
             hint = f" (did you mean {likely}?)" if likely else ""
             print(f"bridgehead: warning: {name} is not a Bridgehead setting{hint}",
                   file=sys.stderr)
+
+
+def read_token_file(path: Path) -> str:
+    """The secret in ``path``, refused as ssh refuses a private key: unless it is a regular
+    file owned by this process's user that neither group nor others may read or write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"token file {path} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"token file {path} is owned by uid {info.st_uid}, not by the "
+                              f"agent's user (uid {os.geteuid()})")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"token file {path} is accessible by group or others (mode "
+                              f"{stat.S_IMODE(info.st_mode):o}): chmod 600 {path}")
+        secret = fh.read().decode(errors="replace").strip()
+    if not secret:
+        raise ConfigError(f"token file {path} is empty")
+    return secret
+
+
+SECRET_NAMES = frozenset({"token", "password", "rest_token"})
+"""Settings fields that hold secrets: their variables are scrubbed by :func:`scrub_secrets`."""
+
+
+def secret_variables() -> set[str]:
+    """The ``BRIDGEHEAD_*`` variables that may hold a secret (a nested model given whole as
+    JSON too: ``BRIDGEHEAD_SLURM`` may carry ``rest_token``)."""
+    out = set()
+    for cls in SETTINGS:
+        for var, key in env_names(cls).items():
+            parts = key.split(".")
+            if parts[-1] in SECRET_NAMES:
+                out.add(var)
+                if len(parts) > 2:
+                    out.add(var.rsplit("__", 1)[0])
+    return out
+
+
+def scrub_secrets(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """Remove every secret-holding ``BRIDGEHEAD_*`` variable from ``environ`` (once settings
+    are read), so that nothing the process starts inherits it; return the names removed."""
+    secret = secret_variables()
+    names = [name for name in environ if name.upper() in secret]
+    for name in names:
+        del environ[name]
+    return names
 
 
 def read_client_file() -> dict[str, Any]:

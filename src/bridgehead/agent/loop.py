@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from bridgehead.agent.outbox import Outbox
 from bridgehead.backends.base import STREAMS, Backend, NativeStatus, host_id
@@ -34,6 +35,7 @@ from bridgehead.errors import (
     AuthError,
     BackendUnavailable,
     ClientError,
+    Forbidden,
     InvalidSpec,
     ServerUnavailable,
     SubmitRejected,
@@ -62,6 +64,16 @@ class Tracked:
     """Log bytes already recorded per stream; loaded from the outbox once, then kept here."""
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` for the agent alone (mode 700), or make it so: it holds the outbox
+    (every job's logs) and, on the local backend, the job files; jobs running as another user
+    (``run_as``) must not read it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        logger.info("state dir %s: access for group and others removed (mode 700)", path)
+        path.chmod(0o700)
+
+
 class Agent:
     def __init__(self, settings: AgentSettings, backend: Backend,
                  client: AsyncClient | None = None, *, handle_signals: bool = True) -> None:
@@ -69,6 +81,7 @@ class Agent:
         self.handle_signals = handle_signals
         self.backend = backend
         self.client = client or AsyncClient(settings.server, settings.token)
+        private_dir(settings.state_dir)
         self.outbox = Outbox(settings.state_dir / "outbox.db")
         default_id = f"{socket.gethostname()}-{settings.cluster}-{secrets.token_hex(3)}"
         self.agent_id = self.outbox.meta("agent_id", default_id)
@@ -388,6 +401,14 @@ class Agent:
                     limit = max(1, limit // 8)
                     continue
                 logger.error("server refused a report, dropping it: %s", exc)
+            except Forbidden as exc:
+                if not any(c.job_id in exc.message for c in batch.logs):
+                    raise  # not about a job: the token's scope, retried until it is fixed
+                if len(batch.transitions) + len(batch.logs) > 1:
+                    limit = max(1, limit // 8)
+                    continue
+                logger.warning("server refused a log chunk of a job this agent no longer "
+                               "holds, dropping it: %s", exc)
             self.outbox.ack(batch.last_seq)
             limit = 500
 

@@ -14,6 +14,12 @@ where a crashed one stopped, and each job runs at most once:
 
 ``<state_dir>/active/<job_id>`` lists the jobs without a result, so a poll looks at those only.
 Pending jobs start inside :meth:`LocalBackend.poll`, strictly FIFO, when their cores fit.
+
+Isolation: a job runs as the agent's user, unless ``run_as`` (or the job's tenant in
+``run_as_tenants``) names another one; then the supervisor, which stays the agent's user,
+starts the job as that user (see :mod:`bridgehead.backends.local_runner`). The state
+directory is the agent's alone (mode 700). Supervisors start with a minimal environment,
+never the agent's.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -31,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,7 +83,8 @@ class LocalBackendSettings:
     (empty: anywhere). ``kill_grace_s``: SIGTERM to SIGKILL on cancel/walltime.
     ``start_grace_s``: how long a started job may wait for its supervisor before it is lost.
     ``wake_socket``: the agent's wake socket; supervisors send to it when a job starts and
-    ends, so the agent polls at once (see ``bridgehead.wake``)."""
+    ends, so the agent polls at once (see ``bridgehead.wake``). ``run_as``: the user jobs run
+    as (default: the agent's); ``run_as_tenants``: per tenant, instead of ``run_as``."""
 
     state_dir: Path
     slots: int = field(default_factory=_default_slots)
@@ -84,6 +92,13 @@ class LocalBackendSettings:
     kill_grace_s: float = 5.0
     start_grace_s: float = 10.0
     wake_socket: Path | None = None
+    run_as: str | None = None
+    run_as_tenants: Mapping[str, str] = field(default_factory=dict)
+
+    def user_of(self, tenant: str) -> str | None:
+        """The user a tenant's jobs run as; None for the agent's own."""
+        user = self.run_as_tenants.get(tenant) or self.run_as
+        return None if user is None or user == _own_user() else user
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -116,12 +131,55 @@ def _to_status(result: dict[str, Any]) -> NativeStatus:
 
 
 def _runner_env() -> dict[str, str]:
-    """The agent's environment, with the directory this ``bridgehead`` came from first on
-    PYTHONPATH so the supervisor runs the same code."""
-    env = dict(os.environ)
+    """The supervisor's environment, built from nothing (never the agent's: a job may read its
+    parent's environment, and the agent's may hold secrets): what the supervisor hands on to
+    jobs (:data:`~bridgehead.backends.local_runner.ENV_PASSTHROUGH`), and PYTHONPATH with the
+    directory this ``bridgehead`` came from, so the supervisor runs the same code."""
+    env = {key: os.environ[key] for key in runner.ENV_PASSTHROUGH if key in os.environ}
+    env.setdefault("PATH", os.defpath)
     root = str(Path(bridgehead.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     return env
+
+
+def _own_user() -> str | None:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None
+
+
+_CAP_SETGID, _CAP_SETUID = 6, 7
+
+
+def may_switch_user() -> bool:
+    """Whether this process may start processes as another user: CAP_SETUID and CAP_SETGID
+    in its effective set (root has them unless they were dropped; without /proc, root)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    caps = next((int(line.split()[1], 16) for line in status.splitlines()
+                 if line.startswith("CapEff:")), 0)
+    return bool(caps >> _CAP_SETUID & 1 and caps >> _CAP_SETGID & 1)
+
+
+def check_run_as(settings: LocalBackendSettings) -> None:
+    """ConfigError, naming the setting, unless every ``run_as`` user exists and this process
+    may switch to it."""
+    named = {"run_as": settings.run_as,
+             **{f"run_as_tenants.{t}": u for t, u in settings.run_as_tenants.items()}}
+    for where, user in named.items():
+        if user is None:
+            continue
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(f"{where}: no user {user!r} on this host") from None
+        if user != _own_user() and not may_switch_user():
+            raise ConfigError(
+                f"{where} = {user!r}: running jobs as another user needs an agent running as "
+                f"root or with CAP_SETUID and CAP_SETGID (this one is {_own_user()!r})")
 
 
 class LocalBackend:
@@ -131,6 +189,7 @@ class LocalBackend:
     files_shared = True
 
     def __init__(self, settings: LocalBackendSettings) -> None:
+        check_run_as(settings)
         self._settings = settings
         state_dir = settings.state_dir.absolute()
         self._jobs = state_dir / "jobs"
@@ -195,11 +254,13 @@ class LocalBackend:
             return job_id
         cores = self._check_fits(spec)
         working_dir = self._check_working_dir(spec.working_dir)
+        self._jobs.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self._jobs, self._active, self._staging):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
         wake = str(self._settings.wake_socket) if self._settings.wake_socket else None
         staging = self._stage(job_id, spec, {"cores": cores, "working_dir": working_dir,
-                                             "wake_socket": wake})
+                                             "wake_socket": wake,
+                                             "run_as": self._settings.user_of(spec.tenant)})
         (self._active / job_id).touch()
         try:
             os.rename(staging, job.path)

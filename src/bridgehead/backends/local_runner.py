@@ -9,6 +9,13 @@ outcome atomically in ``<job_dir>/result.json``. A result already present when i
 lock (the job was cancelled or declared lost before the supervisor came up) makes it exit
 without running anything.
 
+A job whose ``meta.json`` names a ``run_as`` user runs as that user (its uid, primary group
+and supplementary groups, set after fork, before exec; HOME, USER and LOGNAME its own) while
+the supervisor stays the agent's user: the job cannot read the supervisor's environment or the
+agent's state directory. It enters its working dir (default: the user's home) as that user, so
+it reaches only directories the user may; its stdout and stderr are files the supervisor opened
+for it; a script is run through an open descriptor (``/proc/self/fd/N``), as the user owns it.
+
 This module also defines the job directory itself (its file names, :class:`JobDir`, the lock
 helpers) for :mod:`bridgehead.backends.local`, and imports only ``bridgehead.errors`` from
 Bridgehead so the supervisor starts fast.
@@ -20,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -238,24 +246,29 @@ class _Supervisor:
         return self._result(verdict, child.returncode, started_at, spec)
 
     def _spawn(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
-        argv = list(spec.get("command") or [str(self.job_dir / SCRIPT)])
         env = {key: os.environ[key] for key in ENV_PASSTHROUGH if key in os.environ}
         env.setdefault("PATH", os.defpath)
+        working_dir = self.meta.get("working_dir") or spec.get("working_dir")
+        user = _RunAs.of(self.meta["run_as"]) if self.meta.get("run_as") else None
+        if user is not None:
+            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
         env.update(spec.get("env") or {})
         env["BRIDGEHEAD_JOB_ID"] = self.job_dir.name
-        with (
-            open(self.job_dir / "stdout", "wb") as out,
-            open(self.job_dir / "stderr", "wb") as err,
-        ):
-            return subprocess.Popen(
-                argv,
-                cwd=self.meta.get("working_dir") or spec.get("working_dir") or self.job_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(self.job_dir / "stdout", "wb"))
+            err = stack.enter_context(open(self.job_dir / "stderr", "wb"))
+            if user is None:
+                argv = list(spec.get("command") or [str(self.job_dir / SCRIPT)])
+                return subprocess.Popen(
+                    argv, cwd=working_dir or self.job_dir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, start_new_session=True)
+            argv, fds = list(spec.get("command") or ()), tuple[int, ...]()
+            if not argv:  # the user may not reach the job dir: the script goes by descriptor
+                script = stack.enter_context(open(self.job_dir / SCRIPT, "rb"))
+                os.fchown(script.fileno(), user.uid, user.gid)
+                argv, fds = [f"/proc/self/fd/{script.fileno()}"], (script.fileno(),)
+            return user.popen(argv, working_dir or user.home, env=env, stdout=out, stderr=err,
+                              pass_fds=fds)
 
     def _wait(self, child: subprocess.Popen[bytes], walltime_s: int | None) -> str | None:
         """Wait for the child; None if it ended by itself, else why we ended it."""
@@ -300,6 +313,41 @@ class _Supervisor:
             signum=signum,
             reason=reason,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _RunAs:
+    """The user a job runs as (from the user database, when the job starts)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    @classmethod
+    def of(cls, name: str) -> _RunAs:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise BackendError(f"run_as: no user {name!r} on this host") from None
+        home = entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
+        return cls(name, entry.pw_uid, entry.pw_gid,
+                   tuple(os.getgrouplist(name, entry.pw_gid)), home)
+
+    def popen(self, argv: list[str], working_dir: str, *, env: dict[str, str], stdout: Any,
+              stderr: Any, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as this user; it enters ``working_dir`` once it is this user (the
+        supervisor is single-threaded here: a ``preexec_fn`` is safe)."""
+        try:
+            return subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                start_new_session=True, user=self.uid, group=self.gid,
+                extra_groups=list(self.groups), pass_fds=pass_fds,
+                preexec_fn=lambda: os.chdir(working_dir))
+        except subprocess.SubprocessError as exc:  # only the chdir runs in preexec_fn
+            raise PermissionError(
+                f"user {self.name!r} cannot enter the working dir {working_dir}") from exc
 
 
 def _reap(child: subprocess.Popen[bytes], ended: threading.Event) -> None:

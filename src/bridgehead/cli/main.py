@@ -106,7 +106,11 @@ def server(store: str | None, host: str | None, port: int | None, access_log: bo
 @cli.command()
 @click.option("--cluster", default=None, help="The cluster this agent serves.")
 @click.option("--server", "server_url", default=None, help="Bridgehead server URL.")
-@click.option("--token", default=None, help="Agent token (or BRIDGEHEAD_TOKEN).")
+@click.option("--token", default=None,
+              help="Agent token (or BRIDGEHEAD_TOKEN): visible to other processes; prefer "
+                   "--token-file.")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None,
+              help="A file holding the agent token, mode 600 (or BRIDGEHEAD_TOKEN_FILE).")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--slots", type=int, default=None, help="Core slots (local backend).")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
@@ -116,20 +120,32 @@ def server(store: str | None, host: str | None, port: int | None, access_log: bo
               help="Bind the wake socket here, where 'bridgehead slurm-event' looks.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable: for routing.")
 def agent(cluster: str | None, server_url: str | None, token: str | None,
-          state_dir: Path | None, slots: int | None, poll_interval: float | None,
-          backend: str | None, wake_dir: Path | None, labels: tuple[str, ...]) -> None:
+          token_file: Path | None, state_dir: Path | None, slots: int | None,
+          poll_interval: float | None, backend: str | None, wake_dir: Path | None,
+          labels: tuple[str, ...]) -> None:
     """Run an agent on a cluster's head node (outbound HTTP only). Slurm settings come from
     [agent.slurm] in config.toml or BRIDGEHEAD_SLURM__* (e.g. BRIDGEHEAD_SLURM__CONF)."""
     from bridgehead.cli.services import run_agent
+    from bridgehead.config import scrub_secrets
     from bridgehead.logs import setup_logging
 
+    if token and token_file:
+        raise ConfigError("give --token or --token-file, not both")
     settings = AgentSettings.load(cluster=cluster, server=server_url, token=token,
-                                  state_dir=state_dir, slots=slots,
+                                  token_file=token_file, state_dir=state_dir, slots=slots,
                                   poll_interval_s=poll_interval, backend=backend,
                                   wake_dir=wake_dir,
                                   labels=parse_pairs(labels, "--label") if labels else None)
+    scrub_secrets()  # nothing the agent starts inherits them
+    if token:  # the flag wins over a token_file of the environment or config.toml
+        settings = settings.model_copy(update={"token_file": None})
+    if settings.token and settings.token_file is None:
+        click.echo("bridgehead: warning: an agent token given by --token or BRIDGEHEAD_TOKEN "
+                   "is visible to every process of this user (argv in ps, the environment in "
+                   "/proc); put it in a file of mode 600 and use --token-file", err=True)
+    settings = settings.with_token()
     if not settings.token:
-        raise ConfigError("an agent needs a token: --token or BRIDGEHEAD_TOKEN")
+        raise ConfigError("an agent needs a token: --token-file or BRIDGEHEAD_TOKEN_FILE")
     setup_logging(settings.log_format, settings.log_level)
     run_agent(settings)
 

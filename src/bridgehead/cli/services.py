@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -22,6 +23,7 @@ from bridgehead.config import (
     ServerSettings,
     home,
     read_client_file,
+    scrub_secrets,
     write_client_file,
 )
 from bridgehead.domain.clusters import Role
@@ -32,15 +34,24 @@ logger = logging.getLogger(__name__)
 
 
 def make_backend(settings: AgentSettings) -> Backend:
-    """The backend an agent drives, from its settings."""
+    """The backend an agent drives, from its settings. ConfigError for ``run_as`` on a Slurm
+    backend: Slurm runs a job as the user who submits it (the agent's, or the JWT's), and
+    Bridgehead does not yet submit as another one (see the README's "Security and isolation")."""
     if settings.backend == "local":
         local = LocalBackendSettings(
             state_dir=settings.state_dir / "local",
             allowed_roots=tuple(settings.allowed_roots),
             wake_socket=settings.wake_socket,
-            **({"slots": settings.slots} if settings.slots else {}),
+            run_as=settings.run_as,
+            run_as_tenants=dict(settings.run_as_tenants),
         )
+        if settings.slots:
+            local = replace(local, slots=settings.slots)
         return LocalBackend(local)
+    if settings.run_as or settings.run_as_tenants:
+        raise ConfigError(
+            f"run_as is not supported on the {settings.backend} backend: Slurm runs a job as "
+            "the user who submits it; run one agent as each user instead")
     if settings.backend == "slurm_cli":
         from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
 
@@ -155,12 +166,20 @@ def _write_secret(path: Path, secret: str) -> None:
 
 async def run_up(server_settings: ServerSettings, agent_overrides: dict[str, object],
                  on_ready: object = None) -> None:
-    """Serve on SQLite and run a local agent in this process until SIGINT/SIGTERM."""
+    """Serve on SQLite and run a local agent in this process until SIGINT/SIGTERM. The agent
+    token lives in this process's memory and in ``$BRIDGEHEAD_HOME/agent.token`` (mode 600),
+    never in an environment or argv; secret ``BRIDGEHEAD_*`` variables are removed from the
+    environment once read, so jobs (started by supervisors with an environment of their own)
+    inherit none. Jobs run as this user, so they can still read the files of
+    ``$BRIDGEHEAD_HOME``: ``up`` is for one user's own machine (README, "Security and
+    isolation")."""
     url = f"http://{server_settings.host}:{server_settings.port}"
     check_port_free(server_settings.host, server_settings.port)
     _, agent_token = await bootstrap_tokens(server_settings.store, url)
     agent_settings = AgentSettings.load(cluster="local", server=url, token=agent_token,
                                         **agent_overrides)
+    agent_settings = agent_settings.model_copy(update={"token": agent_token, "token_file": None})
+    scrub_secrets()
     server = _uvicorn(server_settings, access_log=False)
     agent = Agent(agent_settings, make_backend(agent_settings), handle_signals=False)
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from bridgehead.domain.clusters import Principal
 from bridgehead.domain.jobs import Job
-from bridgehead.errors import Forbidden
+from bridgehead.errors import Forbidden, NotFound
 from bridgehead.server.auth import AgentOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
@@ -25,6 +25,7 @@ from bridgehead.server.schemas import (
     ReportOut,
     json_response,
 )
+from bridgehead.store import JobStore
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
@@ -84,11 +85,31 @@ async def report(body: ReportIn, request: Request, p: AgentOrAdmin) -> ReportOut
         if foreign:
             raise Forbidden(f"jobs {sorted(foreign)[:5]} do not belong to cluster {body.cluster}")
     chunks = [c.to_domain() for c in body.logs]
+    await _check_holds(store, body.agent_id, {c.job_id for c in chunks})
     await store.append_logs(chunks)
     applied = await store.transition([t.to_domain() for t in body.transitions],
                                      agent_id=body.agent_id)
     request.app.state.metrics.transitions([j for j in applied if j is not None])
     return ReportOut(applied=[j is not None for j in applied])
+
+
+async def _check_holds(store: JobStore, agent_id: str, job_ids: set[str]) -> None:
+    """Forbidden, naming the jobs, unless ``agent_id`` holds each of ``job_ids`` (of the
+    token's cluster: checked before). An agent writes the logs of its own jobs only, also
+    once they ended or after a restart that adopted them (both keep the job's agent id); a
+    job taken over by another agent, or queued again, is no longer its own."""
+    foreign = []
+    for job_id in sorted(job_ids):
+        try:
+            job = await store.get(job_id)
+        except NotFound:
+            job = None
+        if job is None or job.agent_id != agent_id:
+            foreign.append(job_id)
+    if foreign:
+        which = f"job {foreign[0]}" if len(foreign) == 1 else f"jobs {', '.join(foreign[:5])}"
+        raise Forbidden(f"{which}: not held by agent {agent_id}, which may not write logs "
+                        "for it")
 
 
 @router.post("/heartbeat")

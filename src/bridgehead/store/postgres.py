@@ -6,6 +6,9 @@
   batch goes in two rounds, in order), each row guarded by its expected states.
 - Changes leave a transaction as ``NOTIFY bridgehead`` (delivered on commit); every process
   LISTENs and publishes the keys on its own hub, so a waiter on any replica wakes.
+- Event writers take one transaction-scoped advisory lock right before their first insert
+  into ``events`` and hold it to the commit (``LOCK_EVENTS``), so ``seq`` order is commit
+  order: a reader's cursor (``seq > :after``) can never pass an event committed later.
 """
 
 from __future__ import annotations
@@ -55,11 +58,16 @@ WHERE jobs.id = v.id AND jobs.state = ANY(string_to_array(v.expected, ','))
   AND (v.state <> 'submitting' OR NOT jobs.cancel_requested)
 RETURNING jobs.*
 """
-EVENTS = """
-SELECT seq, id, type, source, subject, time, data FROM events
-WHERE seq > :after AND tx < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY seq LIMIT :limit
-"""
+# Why a lock: xid order is not seq order. A takes its xid (a jobs UPDATE), B a later one, B
+# logs seq 10, A seq 11, A commits: a reader whose snapshot xmin was B's xid passed the old
+# ``tx < pg_snapshot_xmin(...)`` filter, read 11 and lost 10 when B committed. Under the lock
+# the only uncommitted events are the holder's, above every committed seq (PostgreSQL makes a
+# commit visible before it releases the locks), so a cursor may read every row it sees. The
+# filter is gone: it no longer protected anything and held every reader back behind any long
+# transaction of the whole server. A rolled-back holder leaves a seq gap for good; cursors
+# step over it. The lock is per database and only event writers take it; ``events.tx`` stays,
+# unused.
+LOCK_EVENTS = "SELECT pg_advisory_xact_lock(7090968626607779444)"  # b"bh.event"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -192,11 +200,8 @@ class PostgresJobStore(SqlRunStore):
         params["expected"] = [",".join(expected_states(r["state"])) for r in rows]
         return await conn.fetch(TRANSITION_BATCH, {**params, "agent": agent_id, "now": now})
 
-    def _events_sql(self) -> str:
-        return EVENTS
-
-    def _visible_sql(self) -> str:
-        return "tx < pg_snapshot_xmin(pg_current_snapshot())"
+    async def _lock_events(self, conn: Conn) -> None:
+        await conn.fetch(LOCK_EVENTS)
 
 
 def _payloads(keys: set[str]) -> list[str]:

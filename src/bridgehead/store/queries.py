@@ -35,6 +35,10 @@ VALUES (:id, :type, :source, :subject, :time, :data)
 ON CONFLICT (source, id) DO NOTHING RETURNING seq, time
 """
 SELECT_EVENT_BY_ID = "SELECT * FROM events WHERE source = :source AND id = :id"
+SELECT_EVENTS = """
+SELECT seq, id, type, source, subject, time, data FROM events WHERE seq > :after
+ORDER BY seq LIMIT :limit
+"""
 # Transition SET clause shared by the per-row and batch forms; ``v`` names the new values.
 TRANSITION_SET = """
     state = v.state, version = jobs.version + 1, updated_at = :now,

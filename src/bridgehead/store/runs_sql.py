@@ -31,7 +31,15 @@ from bridgehead.domain.runs import (
 )
 from bridgehead.errors import Conflict, NotFound
 from bridgehead.store import queries as q
-from bridgehead.store.sql import Conn, Row, SqlJobStore, event_from_row, event_row, job_rows
+from bridgehead.store.sql import (
+    Conn,
+    Row,
+    SqlJobStore,
+    WriteTx,
+    event_from_row,
+    event_row,
+    job_rows,
+)
 
 INSERT_RUN = """
 INSERT INTO workflow_runs (id, workflow, tenant, spec, filename, params, state, version,
@@ -77,6 +85,7 @@ ON CONFLICT (name) DO UPDATE SET seq = excluded.seq
 """
 SELECT_CURSOR = "SELECT seq FROM cursors WHERE name = :name"
 LAST_SEQ = "SELECT COALESCE(MAX(seq), 0) AS seq FROM events"
+EVENTS_BOUND = "SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE seq > :after"
 ACQUIRE_LEASE = """
 INSERT INTO leases (name, holder, expires_at) VALUES (:name, :holder, :expires)
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
@@ -230,16 +239,14 @@ class SqlRunStore(SqlJobStore):
             })
             if not rows:
                 return None
-            if plan.jobs:
-                # Keys are wf:<run>:<step>:<index>:<try> and a try is only counted under this
-                # version's compare-and-set, so none of these inserts can meet its key.
-                rows_in, events_in = job_rows(plan.jobs, now)
-                await tx.conn.executemany(q.INSERT_JOB, rows_in)
-                await tx.conn.executemany(q.INSERT_EVENT, events_in)
-                tx.notify(*{f"cluster:{spec.cluster}" for _, spec in plan.jobs})
+            # Keys are wf:<run>:<step>:<index>:<try> and a try is only counted under this
+            # version's compare-and-set, so none of these inserts can meet its key.
+            rows_in, events_in = job_rows(plan.jobs, now)
+            await tx.conn.executemany(q.INSERT_JOB, rows_in)
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in plan.tasks])
-            await self._log(tx, plan.events, now)
-            tx.notify(f"run:{run.id}")
+            tx.notify(f"run:{run.id}", *{f"cluster:{spec.cluster}" for _, spec in plan.jobs})
+            # The jobs' events, then the plan's: the last write (see _insert_events).
+            await self._insert_events(tx, events_in + [event_row(e, now) for e in plan.events])
         return replace(run_from_row(rows[0]), idle=run.idle)  # a plan never retries
 
     async def request_run_cancel(self, run_id: str) -> Run:
@@ -287,11 +294,8 @@ class SqlRunStore(SqlJobStore):
             [bumped] = await self._with_idle(tx.conn, [bumped])  # with this retry's span
         return bumped
 
-    async def _log(self, tx: Any, events: Sequence[Event], now: float) -> None:
-        if events:
-            await tx.conn.executemany(
-                q.INSERT_EVENT, [event_row(e, now) for e in events])
-            tx.notify("events")
+    async def _log(self, tx: WriteTx, events: Sequence[Event], now: float) -> None:
+        await self._insert_events(tx, [event_row(e, now) for e in events])
 
     # -- event-log consumers ---------------------------------------------------------------
     async def cursor(self, name: str) -> int | None:
@@ -308,11 +312,10 @@ class SqlRunStore(SqlJobStore):
                         types: Sequence[str]) -> tuple[list[Event], int]:
         """The events of these ``types`` after the cursor ``after``, and the cursor to go on
         from: what was scanned, so a consumer of a few types does not read every event."""
-        visible = self._visible_sql()
         async with self._read() as conn:
-            bound = (await conn.fetch(
-                f"SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE seq > :after AND "
-                f"{visible}", {"after": after}))[0]["seq"]
+            # Event writers commit in seq order (_lock_events), so a later statement's newer
+            # snapshot can add no event at or below this bound.
+            bound = (await conn.fetch(EVENTS_BOUND, {"after": after}))[0]["seq"]
             if bound <= after:
                 return [], after
             rows = await conn.fetch(

@@ -212,11 +212,19 @@ class SqlJobStore(abc.ABC):
         return out
 
     @abc.abstractmethod
-    def _events_sql(self) -> str: ...
+    async def _lock_events(self, conn: Conn) -> None:
+        """Make this transaction the only event writer until it ends: taken right before
+        its first insert into ``events``, so sequence order is commit order."""
 
-    @abc.abstractmethod
-    def _visible_sql(self) -> str:
-        """The condition on ``events`` rows a cursor may read past (all, or committed ones)."""
+    async def _insert_events(self, tx: WriteTx, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Log ``rows`` (:func:`event_row`) in ``tx``, after :meth:`_lock_events`. It must be
+        the transaction's last write: the lock is held to the commit, and a writer that took
+        it and then waited on a row lock could deadlock with one that holds the row and
+        waits on the lock (reads after it are fine)."""
+        if rows:
+            await self._lock_events(tx.conn)
+            await tx.conn.executemany(q.INSERT_EVENT, rows)
+            tx.notify("events")
 
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Submitted]:
@@ -235,8 +243,8 @@ class SqlJobStore(abc.ABC):
                 job = job_from_row(found[0])
                 out.append(Submitted(job=job, created=job.id == row["id"]))
             created = [s.job for s in out if s.created]
-            await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(created, now))
-            tx.notify("events", *{f"cluster:{j.cluster}" for j in created})
+            tx.notify(*{f"cluster:{j.cluster}" for j in created})
+            await self._insert_events(tx, _job_event_rows(created, now))
         return out
 
     async def get(self, job_id: str) -> Job:
@@ -289,8 +297,8 @@ class SqlJobStore(abc.ABC):
             jobs = sorted((job_from_row(r) for r in await self._claim(tx.conn, params)),
                           key=lambda j: j.id)
             if jobs:
-                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(jobs, now))
-                tx.notify("events", *(f"job:{j.id}" for j in jobs))
+                tx.notify(*(f"job:{j.id}" for j in jobs))
+                await self._insert_events(tx, _job_event_rows(jobs, now))
         return jobs
 
     async def adopt(self, cluster: str, agent_id: str, *, lease_s: float) -> list[Job]:
@@ -312,9 +320,9 @@ class SqlJobStore(abc.ABC):
             jobs = [job_from_row(r) if r is not None else None for r in applied]
             changed = [j for j in jobs if j is not None]
             if changed:
-                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows(changed, now))
-                tx.notify("events", *(f"job:{j.id}" for j in changed))
+                tx.notify(*(f"job:{j.id}" for j in changed))
                 tx.notify(*{f"cluster:{j.cluster}" for j in changed if j.state is JobState.QUEUED})
+                await self._insert_events(tx, _job_event_rows(changed, now))
         return jobs
 
     async def request_cancel(self, job_id: str) -> Job:
@@ -323,8 +331,8 @@ class SqlJobStore(abc.ABC):
             rows = await tx.conn.fetch(q.CANCEL_NOW, {"id": job_id, "now": now})
             if rows:
                 job = job_from_row(rows[0])
-                await tx.conn.executemany(q.INSERT_EVENT, _job_event_rows([job], now))
-                tx.notify("events", f"job:{job.id}")
+                tx.notify(f"job:{job.id}")
+                await self._insert_events(tx, _job_event_rows([job], now))
                 return job
             rows = await tx.conn.fetch(q.FLAG_CANCEL, {"id": job_id, "now": now})
             if rows:
@@ -409,7 +417,7 @@ class SqlJobStore(abc.ABC):
 
     async def events(self, *, after: int, limit: int) -> list[Event]:
         async with self._read() as conn:
-            rows = await conn.fetch(self._events_sql(), {"after": after, "limit": limit})
+            rows = await conn.fetch(q.SELECT_EVENTS, {"after": after, "limit": limit})
         return [event_from_row(r) for r in rows]
 
     async def append_events(self, events: Sequence[Event]) -> list[tuple[Event, bool]]:
@@ -418,6 +426,8 @@ class SqlJobStore(abc.ABC):
         now = time.time()
         out = []
         async with self._write() as tx:
+            if events:
+                await self._lock_events(tx.conn)  # the inserts below are the last writes
             for event in events:
                 row = event_row(event, now)
                 found = await tx.conn.fetch(q.INSERT_EXTERNAL_EVENT, row)

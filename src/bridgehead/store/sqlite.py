@@ -44,7 +44,6 @@ WHERE jobs.id = v.id AND jobs.state IN (SELECT value FROM json_each(v.expected))
   AND (v.state <> 'submitting' OR NOT jobs.cancel_requested)
 RETURNING *
 """
-EVENTS = "SELECT * FROM events WHERE seq > :after ORDER BY seq LIMIT :limit"
 
 
 class _SqliteConn:
@@ -133,8 +132,5 @@ class SqliteJobStore(SqlRunStore):
         batch = json.dumps([{**r, "expected": expected_states(r["state"])} for r in rows])
         return await conn.fetch(TRANSITION_BATCH, {"rows": batch, "agent": agent_id, "now": now})
 
-    def _events_sql(self) -> str:
-        return EVENTS
-
-    def _visible_sql(self) -> str:
-        return "1 = 1"  # one writer: what is read is committed
+    async def _lock_events(self, conn: Conn) -> None:
+        """Nothing: ``BEGIN IMMEDIATE`` makes every writer the only one already."""

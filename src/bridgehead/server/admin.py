@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,7 +14,17 @@ from bridgehead.domain.events import Event
 from bridgehead.errors import InvalidSpec
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
-from bridgehead.server.schemas import ClusterOut, EventIn, EventPage, TokenIn, TokenOut
+from bridgehead.server.guard import dumps
+from bridgehead.server.schemas import (
+    MAX_INT,
+    MAX_WAIT,
+    ClusterOut,
+    EventIn,
+    EventPage,
+    TokenIn,
+    TokenOut,
+    json_response,
+)
 
 router = APIRouter(prefix="/v1")
 RESERVED_TYPES = "bridgehead."
@@ -35,9 +44,9 @@ async def clusters(request: Request, _p: Authed) -> list[ClusterOut]:
 async def events(
     request: Request,
     _p: ClientOrAdmin,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    wait: Annotated[float, Query(ge=0)] = 0.0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
 ) -> EventPage:
     """Events after the cursor ``after`` (a ``seq``); with ``wait``, long-poll for new ones."""
     store = store_of(request)
@@ -48,14 +57,15 @@ async def events(
             if not await changed.wait(left):
                 break
             found = await store.events(after=after, limit=limit)
-    return EventPage(events=[e.to_cloudevent() for e in found],
-                     next=found[-1].seq if found else after)
+    return json_response(EventPage.model_construct(  # type: ignore[return-value]
+        events=[e.to_cloudevent() for e in found], next=found[-1].seq if found else after))
 
 
 @router.get("/events/stream", tags=["events"],
             responses={200: {"content": {"text/event-stream": {}}}})
 async def event_stream(
-    request: Request, _p: ClientOrAdmin, after: Annotated[int, Query(ge=0)] = 0
+    request: Request, _p: ClientOrAdmin,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0
 ) -> StreamingResponse:
     """Server-sent events from the cursor ``after``; each event's ``id:`` is its ``seq``
     (reconnect with ``Last-Event-ID`` or ``after``)."""
@@ -69,7 +79,7 @@ async def event_stream(
             while not store.hub.closed and not await request.is_disconnected():
                 batch = await store.events(after=cursor, limit=500)
                 for e in batch:
-                    payload = json.dumps(e.to_cloudevent())
+                    payload = dumps(e.to_cloudevent()).decode()
                     yield f"id: {e.seq}\nevent: {e.type}\ndata: {payload}\n\n".encode()
                     cursor = e.seq
                 if not batch and not await changed.wait(KEEPALIVE_S):
@@ -85,7 +95,7 @@ async def event_stream(
 async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> JSONResponse:
     """Append an external event (``file.created``, a webhook's payload) to the log, where
     rules see it. Give ``id`` to make re-sending safe: the (source, id) is logged once."""
-    if body.type.startswith(RESERVED_TYPES) or body.source in RESERVED_SOURCES:
+    if body.type.lower().startswith(RESERVED_TYPES) or body.source.lower() in RESERVED_SOURCES:
         raise InvalidSpec("event types 'bridgehead.*' and the sources 'bridgehead' and "
                           "'bridgehead.rules' are Bridgehead's own: an external event may "
                           "not pose as a job's or a workflow's")

@@ -62,7 +62,7 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
 
 
 @router.post("/adopt", response_model=ClaimOut)
-async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
+async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> Response:
     """Take over this cluster's in-flight jobs held by this agent id (a restart) or whose
     agent's lease expired (a takeover); the agent reconciles them with its scheduler."""
     _authorize(p, body.cluster)
@@ -70,7 +70,8 @@ async def adopt(body: AgentIn, request: Request, p: AgentOrAdmin) -> ClaimOut:
     lease_s = request.app.state.settings.lease_s
     jobs = await store.adopt(body.cluster, body.agent_id, lease_s=lease_s)
     cancel = [j.id for j in jobs if j.cancel_requested]
-    return ClaimOut(jobs=[JobOut.of(j) for j in jobs], cancel=cancel)
+    return json_response(ClaimOut.model_construct(jobs=[JobOut.of(j) for j in jobs],
+                                                  cancel=cancel))
 
 
 @router.post("/report", response_model=ReportOut)

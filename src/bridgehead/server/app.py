@@ -33,6 +33,7 @@ from bridgehead.rules.engine import RuleEngine
 from bridgehead.server import admin, agents, jobs, rules, runs
 from bridgehead.server.auth import Authed, TokenCache
 from bridgehead.server.capacity import Capacities
+from bridgehead.server.guard import BodyGuard
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore, create_store
 from bridgehead.workflows.runner import WorkflowRunner
@@ -47,38 +48,6 @@ _STATUS: list[tuple[type[BridgeheadError], int]] = [
 
 def _status_of(exc: BridgeheadError) -> int:
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before they are parsed."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, 413)
-        await response({"type": "http"}, _empty_receive, send)
 
 
 class RequestMetrics:
@@ -105,14 +74,6 @@ class RequestMetrics:
             self.metrics.requests.labels(scope["method"], path, status).observe(
                 time.perf_counter() - start
             )
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _empty_receive() -> Message:
-    return {"type": "http.request", "body": b""}
 
 
 def create_app(settings: ServerSettings | None = None, store: JobStore | None = None) -> FastAPI:
@@ -181,7 +142,7 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
         return Response(body, media_type="text/plain; version=0.0.4")
 
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     return app
 
 

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from bridgehead.domain.clusters import Principal, route
 from bridgehead.domain.jobs import Job, JobSpec, JobState
-from bridgehead.errors import Forbidden, InvalidSpec, NotFound
+from bridgehead.errors import Conflict, Forbidden, InvalidSpec, NotFound
 from bridgehead.server.auth import Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
+    MAX_INT,
+    MAX_WAIT,
     JobBatchIn,
     JobIn,
     JobOut,
@@ -42,6 +44,16 @@ async def _routed(request: Request, specs: list[JobSpec]) -> list[JobSpec]:
         for spec in specs]
 
 
+def _same_job(stored: JobSpec, sent: JobSpec) -> bool:
+    """Whether a re-sent submission asks for the job stored under its key (a routed job may
+    have landed on another cluster since: its labels, not its cluster, are what was sent)."""
+    if sent.cluster_labels and not stored.cluster_labels == sent.cluster_labels:
+        return False
+    if sent.cluster_labels:
+        sent = replace(sent, cluster=stored.cluster)
+    return stored == sent
+
+
 async def _visible_job(request: Request, p: Principal, job_id: str) -> Job:
     job = await store_of(request).get(job_id)
     if not (p.may_see_tenant(job.spec.tenant) or p.may_serve(job.cluster)):
@@ -57,6 +69,11 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
         specs = await _routed(request, specs)
     await request.app.state.capacities.refuse_unfit(store_of(request), specs)
     results = await store_of(request).submit(specs)
+    for spec, result in zip(specs, results, strict=True):
+        if not result.created and not _same_job(result.job.spec, spec):
+            raise Conflict(f"idempotency key {spec.idempotency_key!r} is taken by job "
+                           f"{result.job.id}, submitted with a different body: use a new key "
+                           "for a different job")
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
     return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]
 
@@ -110,15 +127,15 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, request: Request, p: Authed) -> JobOut:
-    return JobOut.of(await _visible_job(request, p, job_id))
+async def get_job(job_id: str, request: Request, p: Authed) -> Response:
+    return json_response(JobOut.of(await _visible_job(request, p, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-async def cancel(job_id: str, request: Request, p: ClientOrAdmin) -> JobOut:
+async def cancel(job_id: str, request: Request, p: ClientOrAdmin) -> Response:
     """Cancel: a queued job at once; a running one through its agent. Terminal: unchanged."""
     await _visible_job(request, p, job_id)
-    return JobOut.of(await store_of(request).request_cancel(job_id))
+    return json_response(JobOut.of(await store_of(request).request_cancel(job_id)))
 
 
 @router.get("/{job_id}/wait", response_model=JobOut)
@@ -127,9 +144,9 @@ async def wait(
     request: Request,
     p: Authed,
     until: Literal["change", "terminal"] = "change",
-    after_version: int | None = None,
-    timeout: Annotated[float, Query(ge=0)] = 30.0,
-) -> JobOut:
+    after_version: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0,
+) -> Response:
     """Long-poll: answer as soon as the job's version passes ``after_version`` (default: its
     version now) or, with ``until=terminal``, it ends; else after ``timeout`` seconds."""
     store = store_of(request)
@@ -145,7 +162,7 @@ async def wait(
             if not await changed.wait(left):
                 break  # timed out, or the server is stopping
             job = await store.get(job_id)
-    return JobOut.of(job)
+    return json_response(JobOut.of(job))
 
 
 @router.get("/{job_id}/logs", response_class=Response,
@@ -156,9 +173,9 @@ async def logs(
     request: Request,
     p: Authed,
     stream: Literal["stdout", "stderr"] = "stdout",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_READ)] = 1 << 20,
-    wait: Annotated[float, Query(ge=0)] = 0.0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
 ) -> Response:
     """Log bytes from ``offset``. With ``wait`` > 0 and nothing new yet, wait for more (or
     for the job's end) up to ``wait`` seconds: a follower loops on X-Next-Offset."""

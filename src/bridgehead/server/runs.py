@@ -17,6 +17,7 @@ from bridgehead.errors import Forbidden, NotFound
 from bridgehead.server.auth import ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
+    MAX_INT,
     RetryIn,
     RunDetailOut,
     RunIn,
@@ -88,7 +89,7 @@ async def get_run(
     p: ClientOrAdmin,
     wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds for "
                                  "a version newer than ``version``.")] = 0.0,
-    version: Annotated[int, Query(ge=0)] = 0,
+    version: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     tasks: Annotated[bool, Query(description="Include every task.")] = True,
 ) -> Response:
     """A run with its steps (state, counts, times) and tasks."""

@@ -11,14 +11,20 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
 from bridgehead.domain.runs import Run, RunState, Task, TaskState, runtime
 from bridgehead.errors import InvalidSpec
+from bridgehead.server.guard import dumps
 from bridgehead.store.base import ClusterStats, LogChunk
 
 Name = Field(min_length=1, max_length=128)
+MAX_INT = (1 << 63) - 1
+"""The largest integer a cursor, offset or position may be (a signed 64-bit column)."""
+MAX_WAIT = 3600.0
+"""The longest wait a request may ask for (the server caps it at ``max_wait_s``)."""
 T = TypeVar("T")
 
 
@@ -129,10 +135,19 @@ def json_response(model: BaseModel | list[BaseModel], status_code: int = 200) ->
     """Serialize once, in pydantic's core, instead of FastAPI validating the model again
     against the route's ``response_model`` (which stays the documented schema)."""
     if isinstance(model, list):
-        body = b"[" + b",".join(m.model_dump_json().encode() for m in model) + b"]"
+        body = b"[" + b",".join(map(_dump, model)) + b"]"
     else:
-        body = model.model_dump_json().encode()
+        body = _dump(model)
     return Response(body, status_code=status_code, media_type="application/json")
+
+
+def _dump(model: BaseModel) -> bytes:
+    """The model as JSON; a model holding what JSON cannot (a row stored before the edge
+    checked text) is cleaned by ``guard.plain`` rather than failing the whole answer."""
+    try:
+        return model.model_dump_json().encode()
+    except (PydanticSerializationError, ValueError, RecursionError):
+        return dumps(model)
 
 
 def page_of(found: Sequence[T], limit: int,
@@ -180,7 +195,7 @@ class TransitionIn(_Model):
     job_id: str = Name
     state: JobState
     native_id: str | None = Field(None, max_length=256)
-    exit_code: int | None = None
+    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 31)
     reason: str | None = Field(None, max_length=4096)
     usage: UsageIn | None = None
     at: float | None = None
@@ -196,13 +211,13 @@ class TransitionIn(_Model):
 class LogChunkIn(_Model):
     job_id: str = Name
     stream: Literal["stdout", "stderr"]
-    pos: int = Field(ge=0)
+    pos: int = Field(ge=0, le=MAX_INT)
     data: str = Field(description="base64")
 
     def to_domain(self) -> LogChunk:
         try:
             data = base64.b64decode(self.data, validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:
             raise InvalidSpec(f"log chunk of job {self.job_id} is not valid base64") from exc
         return LogChunk(job_id=self.job_id, stream=self.stream, pos=self.pos, data=data)
 

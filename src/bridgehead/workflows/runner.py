@@ -23,7 +23,7 @@ from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
 from bridgehead.domain.runs import Router, Run, expand, job_spec_for, new_run_id, plan
 from bridgehead.domain.workflows import WorkflowSpec
-from bridgehead.errors import NotFound, StoreError
+from bridgehead.errors import Conflict, NotFound, StoreError
 from bridgehead.server.consumers import EventConsumer
 from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
@@ -60,7 +60,12 @@ async def create_run(store: JobStore, spec_text: str, *, filename: str = "workfl
         if task.step not in checked:
             checked.add(task.step)
             job_spec_for(spec, run, task)
-    return await store.create_run(run, tasks)
+    stored, created = await store.create_run(run, tasks)
+    if not created and (stored.spec_text, stored.params) != (spec_text, resolved):
+        raise Conflict(f"idempotency key {idempotency_key!r} is taken by run {stored.id}, "
+                       "started with another workflow text or params: use a new key for a "
+                       "different run")
+    return stored, created
 
 
 def runs_in(events: list[Event]) -> list[str]:

@@ -57,7 +57,10 @@ class Lab:
         return SlurmRestBackend(settings, state_dir=job_root, allowed_roots=())
 
     def lab_cmd(self, *args: str) -> None:
-        subprocess.run([*LAB, *args], check=True, timeout=300, capture_output=True)
+        done = subprocess.run([*LAB, *args], timeout=300, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise AssertionError(f"slurm-lab {' '.join(args)} exited {done.returncode}:\n"
+                                 f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -144,9 +144,10 @@ async def test_cancel_queued_is_immediate_and_in_flight_is_flagged(store: JobSto
     await walk(store, flying, "a1", S.SUBMITTING, S.SUBMITTED)
     job = await store.request_cancel(flying)
     assert job.state is S.SUBMITTED and job.cancel_requested
-    assert [j.id for j in await store.cancel_requested("a1")] == [flying]
+    assert [j.id for j in await store.cancel_requested("c1", "a1")] == [flying]
+    assert await store.cancel_requested("c2", "a1") == []  # the agent id of another cluster
     await walk(store, flying, "a1", S.CANCELLED)
-    assert await store.cancel_requested("a1") == []
+    assert await store.cancel_requested("c1", "a1") == []
     with pytest.raises(NotFound):
         await store.request_cancel("missing")
 

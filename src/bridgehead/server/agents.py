@@ -52,7 +52,7 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
                 break  # the agent gave up on this long-poll: claim nothing for it
             jobs = await store.claim(body.cluster, body.agent_id, limit=body.max_jobs,
                                      lease_s=state.settings.lease_s)
-            cancel = [j.id for j in await store.cancel_requested(body.agent_id)]
+            cancel = [j.id for j in await store.cancel_requested(body.cluster, body.agent_id)]
             left = deadline - time.monotonic()
             if jobs or set(cancel) - cancelling or left <= 0 or not await work.wait(left):
                 break

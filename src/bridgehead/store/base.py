@@ -98,8 +98,9 @@ class JobStore(Protocol):
         """Cancel a queued job at once; flag an in-flight one for its agent. Terminal: as is."""
         ...
 
-    async def cancel_requested(self, agent_id: str) -> list[Job]:
-        """Jobs held by ``agent_id`` that a user asked to cancel."""
+    async def cancel_requested(self, cluster: str, agent_id: str) -> list[Job]:
+        """Jobs of ``cluster`` held by ``agent_id`` that a user asked to cancel (an agent id
+        reaches only its own cluster's jobs, whatever another cluster's agent sends)."""
         ...
 
     async def heartbeat(

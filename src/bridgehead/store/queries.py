@@ -62,7 +62,8 @@ UPDATE jobs SET cancel_requested = TRUE, version = version + 1, updated_at = :no
 WHERE id = :id AND state IN {_IN_FLIGHT} AND NOT cancel_requested RETURNING *
 """
 SELECT_CANCEL_REQUESTED = f"""
-SELECT * FROM jobs WHERE agent_id = :agent AND cancel_requested AND state IN {_IN_FLIGHT}
+SELECT * FROM jobs WHERE agent_id = :agent AND cluster = :cluster AND cancel_requested
+  AND state IN {_IN_FLIGHT}
 """
 ADOPT = f"""
 UPDATE jobs SET agent_id = :agent, lease_expires_at = :lease
@@ -78,7 +79,8 @@ ON CONFLICT (name) DO UPDATE SET backend = excluded.backend, labels = excluded.l
     agent_id = excluded.agent_id, last_heartbeat = excluded.last_heartbeat, info = excluded.info
 """
 RENEW_LEASES = f"""
-UPDATE jobs SET lease_expires_at = :lease WHERE agent_id = :agent AND state IN {_HELD}
+UPDATE jobs SET lease_expires_at = :lease
+WHERE agent_id = :agent AND cluster = :cluster AND state IN {_HELD}
 """
 SELECT_CLUSTERS = "SELECT * FROM clusters ORDER BY name"
 ACTIVE_COUNTS = f"""

@@ -341,9 +341,10 @@ class SqlJobStore(abc.ABC):
                 return job
         return await self.get(job_id)
 
-    async def cancel_requested(self, agent_id: str) -> list[Job]:
+    async def cancel_requested(self, cluster: str, agent_id: str) -> list[Job]:
         async with self._read() as conn:
-            rows = await conn.fetch(q.SELECT_CANCEL_REQUESTED, {"agent": agent_id})
+            rows = await conn.fetch(q.SELECT_CANCEL_REQUESTED,
+                                    {"agent": agent_id, "cluster": cluster})
         return [job_from_row(r) for r in rows]
 
     # -- clusters --------------------------------------------------------------------------
@@ -363,7 +364,8 @@ class SqlJobStore(abc.ABC):
                 "name": cluster, "backend": backend, "labels": json.dumps(labels),
                 "agent": agent_id, "now": now, "info": json.dumps(info),
             }])
-            await tx.conn.executemany(q.RENEW_LEASES, [{"agent": agent_id, "lease": now + lease_s}])
+            await tx.conn.executemany(q.RENEW_LEASES, [
+                {"agent": agent_id, "cluster": cluster, "lease": now + lease_s}])
 
     async def clusters(self) -> list[ClusterStats]:
         async with self._read() as conn:

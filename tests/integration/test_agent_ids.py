@@ -1,0 +1,41 @@
+"""An agent id reaches only its own cluster's jobs: an agent token of another cluster that
+sends it (agent ids are shown in GET /v1/clusters) moves no lease and sees no cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridgehead.domain.jobs import JobSpec
+from tests.integration.test_api import Api, api  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def bh(api: Api) -> Api:  # noqa: F811 - the fixture imported above
+    return api
+
+
+async def test_another_clusters_token_cannot_act_with_this_agents_id(bh: Api) -> None:
+    [job] = [r.job for r in await bh.store.submit([JobSpec(cluster="c1", command=("x",))])]
+    claimed = await bh.http.post("/v1/agent/claim", headers=bh.agent_c1, json={
+        "cluster": "c1", "agent_id": "a1", "max_jobs": 1})
+    assert [j["id"] for j in claimed.json()["jobs"]] == [job.id]
+    for state in ("submitting", "submitted"):
+        r = await bh.http.post("/v1/agent/report", headers=bh.agent_c1, json={
+            "cluster": "c1", "agent_id": "a1",
+            "transitions": [{"job_id": job.id, "state": state, "native_id": "n1"}]})
+        assert r.json()["applied"] == [True], r.text
+    before = await bh.store.get(job.id)
+    await bh.http.post(f"/v1/jobs/{job.id}/cancel", headers=bh.client)
+    # agent of c2 poses with c1's agent id, on its own cluster
+    r = await bh.http.post("/v1/agent/heartbeat", headers=bh.agent_c2,
+                           json={"cluster": "c2", "agent_id": "a1", "backend": "local"})
+    assert r.status_code == 200
+    r = await bh.http.post("/v1/agent/claim", headers=bh.agent_c2,
+                           json={"cluster": "c2", "agent_id": "a1", "max_jobs": 1})
+    assert r.status_code == 200 and r.json() == {"jobs": [], "cancel": []}, r.text
+    after = await bh.store.get(job.id)
+    assert after.agent_id == "a1" and before.lease_expires_at is not None
+    assert after.lease_expires_at == before.lease_expires_at  # not renewed by the impostor
+    r = await bh.http.post("/v1/agent/claim", headers=bh.agent_c1,
+                           json={"cluster": "c1", "agent_id": "a1", "max_jobs": 1})
+    assert r.json()["cancel"] == [job.id]  # its own agent still sees the cancel

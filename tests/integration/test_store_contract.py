@@ -162,10 +162,12 @@ async def test_cancel_of_a_claimed_job_stops_its_submission(store: JobStore) -> 
 
 
 async def test_adopt_returns_the_agents_jobs_and_orphans(store: JobStore) -> None:
-    mine, orphan, other = [r.job.id for r in await store.submit([spec(), spec(), spec()])]
+    # Claims take the oldest job first, expired leases included: the short lease is taken
+    # last, so no claim after it can pick up its job however slow the machine is.
+    mine, other, orphan = [r.job.id for r in await store.submit([spec(), spec(), spec()])]
     await store.claim("c1", "a1", limit=1, lease_s=30)
-    await store.claim("c1", "dead", limit=1, lease_s=0.01)
     await store.claim("c1", "alive", limit=1, lease_s=30)
+    await store.claim("c1", "dead", limit=1, lease_s=0.01)
     await walk(store, mine, "a1", S.SUBMITTING)
     await walk(store, orphan, "dead", S.SUBMITTING, S.SUBMITTED)
     await walk(store, other, "alive", S.SUBMITTING, S.SUBMITTED)

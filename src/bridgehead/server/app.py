@@ -31,7 +31,7 @@ from bridgehead.errors import (
 )
 from bridgehead.rules.engine import RuleEngine
 from bridgehead.server import admin, agents, jobs, rules, runs
-from bridgehead.server.auth import Authed, TokenCache
+from bridgehead.server.auth import Admin, TokenCache
 from bridgehead.server.capacity import Capacities
 from bridgehead.server.guard import BodyGuard
 from bridgehead.server.metrics import Metrics
@@ -129,8 +129,9 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
         return {"status": "ok", "version": bridgehead.__version__, "store": settings.dsn.kind}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def metrics(_p: Authed) -> Response:
-        """Prometheus exposition (send the bearer token in the scrape config)."""
+    async def metrics(_p: Admin) -> Response:
+        """Prometheus exposition, for admin tokens only: it names clusters, rules and
+        consumers across tenants (send the bearer token in the scrape config)."""
         now = time.time()
         online = {s.cluster.name: s.cluster.online(now, settings.cluster_ttl_s)
                   for s in await store.clusters()}

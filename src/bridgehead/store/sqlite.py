@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -67,9 +68,12 @@ class SqliteJobStore(SqlRunStore):
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # Jobs' env, tokens' hashes and logs are in here: the owner's alone, as
+                # client.toml (SQLite gives its -wal and -shm files the same mode).
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000",

@@ -1,5 +1,6 @@
-"""An agent id reaches only its own cluster's jobs: an agent token of another cluster that
-sends it (agent ids are shown in GET /v1/clusters) moves no lease and sees no cancel."""
+"""Who reaches what: an agent id reaches only its own cluster's jobs (an agent token of
+another cluster that sends it, as GET /v1/clusters shows it, moves no lease and sees no
+cancel); /metrics is for admins; the embedded SQLite file is its owner's alone."""
 
 from __future__ import annotations
 
@@ -39,3 +40,25 @@ async def test_another_clusters_token_cannot_act_with_this_agents_id(bh: Api) ->
     r = await bh.http.post("/v1/agent/claim", headers=bh.agent_c1,
                            json={"cluster": "c1", "agent_id": "a1", "max_jobs": 1})
     assert r.json()["cancel"] == [job.id]  # its own agent still sees the cancel
+
+
+async def test_metrics_are_for_admins_only(bh: Api) -> None:
+    for who in (bh.client, bh.agent_c1):
+        r = await bh.http.get("/metrics", headers=who)
+        assert r.status_code == 403, r.text
+    assert (await bh.http.get("/metrics", headers=bh.admin)).status_code == 200
+
+
+async def test_the_embedded_store_file_is_the_owners_alone(tmp_path: object) -> None:
+    import stat
+    from pathlib import Path
+
+    from bridgehead.store import create_store
+
+    path = Path(str(tmp_path)) / "bh.db"
+    store = create_store(f"sqlite:///{path}")
+    await store.open()
+    await store.submit([JobSpec(cluster="c1", command=("x",))])
+    await store.close()
+    for f in path.parent.glob("bh.db*"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

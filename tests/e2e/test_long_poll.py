@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridgehead.cli.tokens import create_in_store
 from bridgehead.client import Client
 from bridgehead.domain.jobs import JobSpec, JobState
 from tests.procs import eventually, stack
@@ -75,3 +76,23 @@ def test_agent_stops_gracefully_on_sigterm_and_its_job_survives(tmp_path: Path) 
         s.start_agent()
         done = bh.wait(job.id, until="terminal", timeout=30)
     assert done.state is JobState.SUCCEEDED and done.attempt == 1
+
+
+def test_the_event_stream_is_scoped_by_tenant(tmp_path: Path) -> None:
+    """SSE as a browser reads it, from a real server: tenant B's stream shows B's events and
+    none of tenant A's, though A's came first."""
+    with stack(tmp_path, agent=False) as s:
+        tokens = {t: asyncio.run(create_in_store(s.dsn, t, "client", None, t))["token"]
+                  for t in ("tenA", "tenB")}
+        for tenant in ("tenA", "tenB"):
+            httpx.post(f"{s.server.url}/v1/events", timeout=10,
+                       headers={"Authorization": f"Bearer {tokens[tenant]}"},
+                       json={"type": "demo.ping", "subject": tenant}).raise_for_status()
+        seen = []
+        with httpx.stream("GET", f"{s.server.url}/v1/events/stream", timeout=30,
+                          headers={"Authorization": f"Bearer {tokens['tenB']}"}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    break
+    assert [(e["subject"], e["tenant"]) for e in seen] == [("tenB", "tenB")]

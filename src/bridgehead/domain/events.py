@@ -22,6 +22,9 @@ class Event:
     id: str = field(default_factory=lambda: secrets.token_hex(12))
     time: float = 0.0
     seq: int = 0
+    tenant: str = ""
+    """The tenant it concerns (a job's, a run's, its poster's); ``""``: none, seen only by
+    admins and by clients of every tenant."""
 
     def to_cloudevent(self) -> dict[str, Any]:
         from datetime import UTC, datetime
@@ -36,6 +39,7 @@ class Event:
             "datacontenttype": "application/json",
             "data": self.data,
             "seq": self.seq,
+            **({"tenant": self.tenant} if self.tenant else {}),
         }
 
 
@@ -53,7 +57,9 @@ def job_event_type(state: JobState) -> str:
     return _TYPE_BY_STATE.get(state, "bridgehead.job.finished")
 
 
-def job_event(job_id: str, cluster: str, state: JobState, **data: Any) -> Event:
+def job_event(job_id: str, cluster: str, state: JobState, *, tenant: str = "",
+              **data: Any) -> Event:
     payload = {"job_id": job_id, "cluster": cluster, "state": state.value}
     payload.update({k: v for k, v in data.items() if v is not None})
-    return Event(type=job_event_type(state), subject=f"jobs/{job_id}", data=payload)
+    return Event(type=job_event_type(state), subject=f"jobs/{job_id}", data=payload,
+                 tenant=tenant)

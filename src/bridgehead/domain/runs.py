@@ -332,7 +332,7 @@ def run_event(run: Run, kind: str | None = None) -> Event:
     """``bridgehead.workflow.<started|succeeded|failed|cancelled|cancelling|retried>``."""
     return Event(type=f"bridgehead.workflow.{kind or run.state.value}", subject=f"runs/{run.id}",
                  data={"run_id": run.id, "workflow": run.workflow, "state": run.state.value,
-                       "tenant": run.tenant, "params": run.params})
+                       "tenant": run.tenant, "params": run.params}, tenant=run.tenant)
 
 
 def task_event(run: Run, task: Task) -> Event:
@@ -346,7 +346,8 @@ def task_event(run: Run, task: Task) -> Event:
     if task.reason:
         data["reason"] = task.reason
     return Event(type=f"bridgehead.workflow.task.{task.state.value}",
-                 subject=f"runs/{run.id}/{task.step}/{task.index}", data=data)
+                 subject=f"runs/{run.id}/{task.step}/{task.index}", data=data,
+                 tenant=run.tenant)
 
 
 RETRIED_EVENT = "bridgehead.workflow.retried"

@@ -118,7 +118,8 @@ class RuleEngine(EventConsumer):
                                index, action.kind, event.id, data["error"])
             out.append(Event(type=f"bridgehead.rule.{kind}", source="bridgehead.rules",
                              subject=f"rules/{rule.name}", data=data,
-                             id=_outcome_id(kind, rule.name, event, index)))
+                             id=_outcome_id(kind, rule.name, event, index),
+                             tenant=event.tenant))
         return out
 
     async def _act(self, rule: Rule, event: Event, index: int,

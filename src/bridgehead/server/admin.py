@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.events import Event
-from bridgehead.errors import InvalidSpec
+from bridgehead.errors import Forbidden, InvalidSpec
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.guard import dumps
@@ -43,20 +44,22 @@ async def clusters(request: Request, _p: Authed) -> list[ClusterOut]:
 @router.get("/events", response_model=EventPage, tags=["events"])
 async def events(
     request: Request,
-    _p: ClientOrAdmin,
+    p: ClientOrAdmin,
     after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
 ) -> EventPage:
-    """Events after the cursor ``after`` (a ``seq``); with ``wait``, long-poll for new ones."""
+    """Events after the cursor ``after`` (a ``seq``); with ``wait``, long-poll for new ones.
+    A client token of one tenant sees that tenant's events only, as with jobs."""
     store = store_of(request)
+    tenant = _scope(p)
     deadline = time.monotonic() + min(wait, request.app.state.settings.max_wait_s)
     async with store.hub.watch("events") as changed:
-        found = await store.events(after=after, limit=limit)
+        found = await store.events(after=after, limit=limit, tenant=tenant)
         while not found and (left := deadline - time.monotonic()) > 0:
             if not await changed.wait(left):
                 break
-            found = await store.events(after=after, limit=limit)
+            found = await store.events(after=after, limit=limit, tenant=tenant)
     return json_response(EventPage.model_construct(  # type: ignore[return-value]
         events=[e.to_cloudevent() for e in found], next=found[-1].seq if found else after))
 
@@ -64,12 +67,13 @@ async def events(
 @router.get("/events/stream", tags=["events"],
             responses={200: {"content": {"text/event-stream": {}}}})
 async def event_stream(
-    request: Request, _p: ClientOrAdmin,
+    request: Request, p: ClientOrAdmin,
     after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0
 ) -> StreamingResponse:
     """Server-sent events from the cursor ``after``; each event's ``id:`` is its ``seq``
-    (reconnect with ``Last-Event-ID`` or ``after``)."""
+    (reconnect with ``Last-Event-ID`` or ``after``). Scoped by tenant as ``GET /v1/events``."""
     store = store_of(request)
+    tenant = _scope(p)
     last = request.headers.get("last-event-id")
     cursor = int(last) if last and last.isdigit() else after
 
@@ -77,7 +81,7 @@ async def event_stream(
         nonlocal cursor
         async with store.hub.watch("events") as changed:
             while not store.hub.closed and not await request.is_disconnected():
-                batch = await store.events(after=cursor, limit=500)
+                batch = await store.events(after=cursor, limit=500, tenant=tenant)
                 for e in batch:
                     payload = dumps(e.to_cloudevent()).decode()
                     yield f"id: {e.seq}\nevent: {e.type}\ndata: {payload}\n\n".encode()
@@ -92,18 +96,29 @@ async def event_stream(
 @router.post("/events", status_code=201, tags=["events"],
              responses={200: {"description": "An event with this source and id is logged "
                                              "already; it is returned and not logged again."}})
-async def post_event(body: EventIn, request: Request, _p: ClientOrAdmin) -> JSONResponse:
+async def post_event(body: EventIn, request: Request, p: ClientOrAdmin) -> JSONResponse:
     """Append an external event (``file.created``, a webhook's payload) to the log, where
     rules see it. Give ``id`` to make re-sending safe: the (source, id) is logged once."""
     if body.type.lower().startswith(RESERVED_TYPES) or body.source.lower() in RESERVED_SOURCES:
         raise InvalidSpec("event types 'bridgehead.*' and the sources 'bridgehead' and "
                           "'bridgehead.rules' are Bridgehead's own: an external event may "
                           "not pose as a job's or a workflow's")
-    event = Event(type=body.type, subject=body.subject, source=body.source, data=body.data)
+    tenant = body.tenant if body.tenant is not None else (p.tenant or "")
+    allowed = p.may_see_tenant(tenant) if tenant else p.tenant is None
+    if not allowed:
+        raise Forbidden(f"this token may not post events for tenant {tenant!r}")
+    event = Event(type=body.type, subject=body.subject, source=body.source, data=body.data,
+                  tenant=tenant)
     if body.id is not None:
         event = replace(event, id=body.id)
     [(logged, created)] = await store_of(request).append_events([event])
     return JSONResponse(logged.to_cloudevent(), 201 if created else 200)
+
+
+def _scope(p: Principal) -> str | None:
+    """The tenant whose events ``p`` may read; None: every tenant's (admins, clients of
+    every tenant)."""
+    return None if p.role is Role.ADMIN else p.tenant
 
 
 @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])

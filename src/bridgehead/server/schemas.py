@@ -262,6 +262,9 @@ class EventIn(_Model):
     id: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:/-]+$",
                            description="Unique per source; a re-sent event is logged once.")
     data: dict[str, Any] = Field(default_factory=dict)
+    tenant: str | None = Field(None, max_length=128, description=(
+        "The tenant it concerns (default: the token's; none for an admin's): a client token "
+        "of one tenant reads that tenant's events only."))
 
 
 class EventPage(BaseModel):

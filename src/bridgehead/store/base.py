@@ -124,10 +124,15 @@ class JobStore(Protocol):
 
     async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes: ...
 
-    async def events(self, *, after: int, limit: int) -> list[Event]: ...
+    async def events(self, *, after: int, limit: int,
+                     tenant: str | None = None) -> list[Event]:
+        """Events after the cursor ``after``, oldest first; with ``tenant``, only that
+        tenant's."""
+        ...
 
     async def append_events(self, events: Sequence[Event]) -> list[tuple[Event, bool]]:
-        """Log external events: each as logged, and False when its (source, id) was already."""
+        """Log external events: each as logged, and False when its (tenant, source, id) was
+        already."""
         ...
 
     async def create_token(

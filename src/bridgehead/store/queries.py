@@ -26,17 +26,23 @@ ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHI
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key"
 SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
 INSERT_EVENT = """
-INSERT INTO events (id, type, source, subject, time, data)
-VALUES (:id, :type, :source, :subject, :time, :data)
+INSERT INTO events (id, type, source, subject, time, data, tenant)
+VALUES (:id, :type, :source, :subject, :time, :data, :tenant)
 """
 INSERT_EXTERNAL_EVENT = """
-INSERT INTO events (id, type, source, subject, time, data)
-VALUES (:id, :type, :source, :subject, :time, :data)
-ON CONFLICT (source, id) DO NOTHING RETURNING seq, time
+INSERT INTO events (id, type, source, subject, time, data, tenant)
+VALUES (:id, :type, :source, :subject, :time, :data, :tenant)
+ON CONFLICT (tenant, source, id) DO NOTHING RETURNING seq, time
 """
-SELECT_EVENT_BY_ID = "SELECT * FROM events WHERE source = :source AND id = :id"
+SELECT_EVENT_BY_ID = """
+SELECT * FROM events WHERE tenant = :tenant AND source = :source AND id = :id
+"""
+SELECT_TENANT_EVENTS = """
+SELECT seq, id, type, source, subject, time, data, tenant FROM events
+WHERE tenant = :tenant AND seq > :after ORDER BY seq LIMIT :limit
+"""
 SELECT_EVENTS = """
-SELECT seq, id, type, source, subject, time, data FROM events WHERE seq > :after
+SELECT seq, id, type, source, subject, time, data, tenant FROM events WHERE seq > :after
 ORDER BY seq LIMIT :limit
 """
 # Transition SET clause shared by the per-row and batch forms; ``v`` names the new values.

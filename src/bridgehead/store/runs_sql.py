@@ -319,7 +319,7 @@ class SqlRunStore(SqlJobStore):
             if bound <= after:
                 return [], after
             rows = await conn.fetch(
-                "SELECT seq, id, type, source, subject, time, data FROM events WHERE "
+                "SELECT seq, id, type, source, subject, time, data, tenant FROM events WHERE "
                 f"seq > :after AND seq <= :bound AND type IN {self._ids_sql('types')} "
                 "ORDER BY seq LIMIT :limit",
                 {"after": after, "bound": bound, "types": self._ids_value(list(types)),

@@ -100,6 +100,7 @@ def event_row(event: Event, at: float | None = None) -> dict[str, Any]:
         "subject": event.subject,
         "time": event.time or at,
         "data": json.dumps(event.data),
+        "tenant": event.tenant,
     }
 
 
@@ -112,6 +113,7 @@ def event_from_row(row: Row) -> Event:
         subject=row["subject"],
         time=row["time"],
         data=json.loads(row["data"]),
+        tenant=row["tenant"],
     )
 
 
@@ -147,7 +149,7 @@ def _job_event_rows(jobs: Sequence[Job], now: float) -> list[dict[str, Any]]:
         event = job_event(
             job.id, job.cluster, job.state, exit_code=job.exit_code, reason=job.reason,
             native_id=job.native_id, attempt=job.attempt, name=job.spec.name,
-            labels=job.spec.labels,
+            labels=job.spec.labels, tenant=job.spec.tenant,
         )
         rows.append(event_row(event, now))
     return rows
@@ -163,7 +165,8 @@ def job_rows(jobs: Sequence[tuple[str, JobSpec]],
                      "idempotency_key": spec.idempotency_key,
                      "spec": json.dumps(spec.to_dict()), "now": now})
         events.append(event_row(job_event(job_id, spec.cluster, JobState.QUEUED, attempt=1,
-                                          name=spec.name, labels=spec.labels), now))
+                                          name=spec.name, labels=spec.labels,
+                                          tenant=spec.tenant), now))
     return rows, events
 
 
@@ -417,9 +420,13 @@ class SqlJobStore(abc.ABC):
             at = row["pos"] + len(data)
         return bytes(out[:limit])
 
-    async def events(self, *, after: int, limit: int) -> list[Event]:
+    async def events(self, *, after: int, limit: int,
+                     tenant: str | None = None) -> list[Event]:
+        query, params = q.SELECT_EVENTS, {"after": after, "limit": limit, "tenant": tenant}
+        if tenant is not None:
+            query = q.SELECT_TENANT_EVENTS
         async with self._read() as conn:
-            rows = await conn.fetch(q.SELECT_EVENTS, {"after": after, "limit": limit})
+            rows = await conn.fetch(query, params)
         return [event_from_row(r) for r in rows]
 
     async def append_events(self, events: Sequence[Event]) -> list[tuple[Event, bool]]:
@@ -436,8 +443,8 @@ class SqlJobStore(abc.ABC):
                 if found:
                     out.append((replace(event, time=found[0]["time"], seq=found[0]["seq"]), True))
                     continue
-                same = await tx.conn.fetch(q.SELECT_EVENT_BY_ID,
-                                           {"source": event.source, "id": event.id})
+                same = await tx.conn.fetch(q.SELECT_EVENT_BY_ID, {
+                    "tenant": event.tenant, "source": event.source, "id": event.id})
                 out.append((event_from_row(same[0]), False))
             tx.notify("events")
         return out

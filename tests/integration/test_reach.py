@@ -1,6 +1,7 @@
 """Who reaches what: an agent id reaches only its own cluster's jobs (an agent token of
 another cluster that sends it, as GET /v1/clusters shows it, moves no lease and sees no
-cancel); /metrics is for admins; the embedded SQLite file is its owner's alone."""
+cancel); /metrics is for admins; the embedded SQLite file is its owner's alone; cluster,
+tenant and agent names are names; the last admin token stays."""
 
 from __future__ import annotations
 
@@ -62,3 +63,27 @@ async def test_the_embedded_store_file_is_the_owners_alone(tmp_path: object) -> 
     await store.close()
     for f in path.parent.glob("bh.db*"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/tokens", {"name": "t", "role": "client", "tenant": ""}),
+    ("/v1/tokens", {"name": "t", "role": "agent", "cluster": "../x y"}),
+    ("/v1/agent/heartbeat", {"cluster": "../x y", "agent_id": "a1"}),
+    ("/v1/agent/claim", {"cluster": "c1", "agent_id": "a b"}),
+    ("/v1/workflows/runs", {"spec": "name: f", "tenant": ""}),
+])
+async def test_names_are_validated(bh: Api, path: str, body: dict) -> None:
+    r = await bh.http.post(path, headers=bh.admin, json=body)
+    assert r.status_code == 422, r.text
+
+
+async def test_the_last_admin_token_cannot_be_revoked(bh: Api) -> None:
+    [admin] = [t for t in (await bh.http.get("/v1/tokens", headers=bh.admin)).json()
+               if t["role"] == "admin"]
+    r = await bh.http.delete(f"/v1/tokens/{admin['id']}", headers=bh.admin)
+    assert r.status_code == 409 and "last admin token" in r.json()["detail"], r.text
+    other = await bh.http.post("/v1/tokens", headers=bh.admin,
+                               json={"name": "ops2", "role": "admin"})
+    assert other.status_code == 201
+    assert (await bh.http.delete(f"/v1/tokens/{admin['id']}",
+                                 headers=bh.admin)).status_code == 204

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.events import Event
-from bridgehead.errors import Forbidden, InvalidSpec
+from bridgehead.errors import Conflict, Forbidden, InvalidSpec
 from bridgehead.server.auth import Admin, Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.guard import dumps
@@ -137,4 +137,12 @@ async def list_tokens(request: Request, _p: Admin) -> list[TokenOut]:
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
 async def revoke_token(token_id: str, request: Request, _p: Admin) -> None:
-    await store_of(request).revoke_token(token_id)
+    """Revoke a token at once. The last admin token cannot be revoked (nobody could create
+    tokens any more): create another admin first."""
+    store = store_of(request)
+    tokens = await store.list_tokens()
+    admins = [t for t in tokens if t.role is Role.ADMIN]
+    if [t.token_id for t in admins] == [token_id]:
+        raise Conflict(f"token {token_id} is the last admin token: create another admin "
+                       "token before revoking it")
+    await store.revoke_token(token_id)

@@ -21,6 +21,9 @@ from bridgehead.server.guard import dumps
 from bridgehead.store.base import ClusterStats, LogChunk
 
 Name = Field(min_length=1, max_length=128)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$"
+"""Cluster, tenant and agent names: what ``bridgehead.domain.jobs`` accepts for a job's."""
+SafeName = Field(pattern=NAME_PATTERN)
 MAX_INT = (1 << 63) - 1
 """The largest integer a cursor, offset or position may be (a signed 64-bit column)."""
 MAX_WAIT = 3600.0
@@ -169,8 +172,8 @@ class JobPage(BaseModel):
 
 
 class AgentIn(_Model):
-    cluster: str = Name
-    agent_id: str = Name
+    cluster: str = SafeName
+    agent_id: str = SafeName
 
 
 class ClaimIn(AgentIn):
@@ -262,7 +265,7 @@ class EventIn(_Model):
     id: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:/-]+$",
                            description="Unique per source; a re-sent event is logged once.")
     data: dict[str, Any] = Field(default_factory=dict)
-    tenant: str | None = Field(None, max_length=128, description=(
+    tenant: str | None = Field(None, pattern=f"{NAME_PATTERN}|^$", description=(
         "The tenant it concerns (default: the token's; none for an admin's): a client token "
         "of one tenant reads that tenant's events only."))
 
@@ -275,8 +278,8 @@ class EventPage(BaseModel):
 class TokenIn(_Model):
     name: str = Name
     role: Role
-    cluster: str | None = Field(None, max_length=128)
-    tenant: str | None = Field(None, max_length=128)
+    cluster: str | None = Field(None, pattern=NAME_PATTERN)
+    tenant: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class TokenOut(BaseModel):
@@ -300,7 +303,7 @@ class RunIn(_Model):
                           description="Named in error messages (file:line: field: message).")
     params: dict[str, Any] = Field(default_factory=dict, max_length=256,
                                    description="Overrides of the workflow's declared params.")
-    tenant: str = Field("default", max_length=128)
+    tenant: str = Field("default", pattern=NAME_PATTERN)
     idempotency_key: str | None = Field(None, min_length=1, max_length=512)
 
 

@@ -134,6 +134,11 @@ async def test_a_reused_idempotency_key_with_another_body_is_a_409(bh: Api) -> N
     other = await bh.http.post("/v1/jobs", headers=bh.client,
                                json={**first, "command": ["echo", "2"]})
     assert other.status_code == 409 and "'k1'" in other.json()["detail"], other.text
+    batch = await bh.http.post("/v1/jobs/batch", headers=bh.client, json={"jobs": [
+        {"cluster": "c1", "command": ["new"]}, {**first, "command": ["echo", "3"]}]})
+    assert batch.status_code == 409, batch.text
+    listed = (await bh.http.get("/v1/jobs", headers=bh.admin)).json()["jobs"]
+    assert [j["spec"]["command"] for j in listed] == [["echo", "1"]]  # all or nothing
     flow = "name: f\nparams: {n: 1}\ndefaults: {cluster: c1}\nsteps:\n  - id: a\n    command: [x]\n"
     run = {"spec": flow, "params": {"n": 1}, "idempotency_key": "r1"}
     assert (await bh.http.post("/v1/workflows/runs", headers=bh.client,

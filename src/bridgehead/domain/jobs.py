@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -179,6 +179,14 @@ class JobSpec:
     labels: dict[str, str] = field(default_factory=dict)
     tenant: str = "default"
     idempotency_key: str | None = None
+
+    def same_request(self, other: JobSpec) -> bool:
+        """Whether ``other``, re-sent with this job's idempotency key, asks for this job (a
+        routed job may have landed on another cluster since: its labels are what was sent)."""
+        if other.cluster_labels:
+            return self.cluster_labels == other.cluster_labels and self == replace(
+                other, cluster=self.cluster)
+        return self == other
 
     def __post_init__(self) -> None:
         if self.cluster and not _NAME.fullmatch(self.cluster):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from bridgehead.domain.clusters import Principal, route
 from bridgehead.domain.jobs import Job, JobSpec, JobState
-from bridgehead.errors import Conflict, Forbidden, InvalidSpec, NotFound
+from bridgehead.errors import Forbidden, InvalidSpec, NotFound
 from bridgehead.server.auth import Authed, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import (
@@ -44,16 +44,6 @@ async def _routed(request: Request, specs: list[JobSpec]) -> list[JobSpec]:
         for spec in specs]
 
 
-def _same_job(stored: JobSpec, sent: JobSpec) -> bool:
-    """Whether a re-sent submission asks for the job stored under its key (a routed job may
-    have landed on another cluster since: its labels, not its cluster, are what was sent)."""
-    if sent.cluster_labels and not stored.cluster_labels == sent.cluster_labels:
-        return False
-    if sent.cluster_labels:
-        sent = replace(sent, cluster=stored.cluster)
-    return stored == sent
-
-
 async def _visible_job(request: Request, p: Principal, job_id: str) -> Job:
     job = await store_of(request).get(job_id)
     if not (p.may_see_tenant(job.spec.tenant) or p.may_serve(job.cluster)):
@@ -69,11 +59,6 @@ async def _submit(request: Request, p: Principal, items: list[JobIn]) -> list[Su
         specs = await _routed(request, specs)
     await request.app.state.capacities.refuse_unfit(store_of(request), specs)
     results = await store_of(request).submit(specs)
-    for spec, result in zip(specs, results, strict=True):
-        if not result.created and not _same_job(result.job.spec, spec):
-            raise Conflict(f"idempotency key {spec.idempotency_key!r} is taken by job "
-                           f"{result.job.id}, submitted with a different body: use a new key "
-                           "for a different job")
     request.app.state.metrics.submitted(len([r for r in results if r.created]))
     return [SubmitOut.model_construct(job=JobOut.of(r.job), created=r.created) for r in results]
 

@@ -28,7 +28,7 @@ from bridgehead.domain.jobs import (
     new_job_id,
     predecessors,
 )
-from bridgehead.errors import AuthError, InvalidSpec, NotFound
+from bridgehead.errors import AuthError, Conflict, InvalidSpec, NotFound
 from bridgehead.store import queries as q
 from bridgehead.store.base import ClusterStats, JobFilter, LogChunk, Submitted
 from bridgehead.store.hub import ChangeHub
@@ -244,6 +244,10 @@ class SqlJobStore(abc.ABC):
                     q.SELECT_BY_KEY, {"tenant": spec.tenant, "key": spec.idempotency_key}
                 )
                 job = job_from_row(found[0])
+                if job.id != row["id"] and not job.spec.same_request(spec):
+                    raise Conflict(  # rolls the whole batch back
+                        f"idempotency key {spec.idempotency_key!r} is taken by job {job.id}, "
+                        "submitted with a different body: use a new key for a different job")
                 out.append(Submitted(job=job, created=job.id == row["id"]))
             created = [s.job for s in out if s.created]
             tx.notify(*{f"cluster:{j.cluster}" for j in created})

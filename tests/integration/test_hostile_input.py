@@ -7,11 +7,15 @@ a claim, an adoption or the event log for anyone else."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
+import httpx
 import pytest
 
+from bridgehead.config import ServerSettings
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
+from bridgehead.server.app import create_app
 from tests.integration.test_api import Api, api  # noqa: F401 - the fixture
 
 
@@ -155,3 +159,36 @@ async def test_reserved_event_types_in_any_case(bh: Api) -> None:
         r = await bh.http.post("/v1/events", headers=bh.client,
                                json={"type": kind, "subject": "jobs/x"})
         assert r.status_code == 400, (kind, r.text)
+
+
+async def test_fields_are_capped_and_event_pages_by_size(bh: Api) -> None:
+    app = create_app(ServerSettings.load(store="sqlite:///unused.db"), bh.store)  # 8 MiB bodies
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://bh") as http:
+        await _capped(replace(bh, http=http))
+
+
+async def _capped(bh: Api) -> None:
+    word = "x" * ((128 << 10) + 1)
+    for body, where in (({"command": ["echo", word]}, "command[1]"),
+                        ({"command": ["x"], "env": {"BIG": word}}, "env BIG")):
+        r = await bh.http.post("/v1/jobs", headers=bh.client, json={"cluster": "c1", **body})
+        assert r.status_code == 400 and where in r.json()["detail"], r.text
+    r = await bh.http.post("/v1/events", headers=bh.client, json={
+        "type": "x.y", "subject": "s", "data": {"blob": "y" * (64 << 10)}})
+    assert r.status_code == 400 and "larger than" in r.json()["detail"], r.text
+    for i in range(80):  # 80 x 60 KiB: more than one 4 MiB page
+        r = await bh.http.post("/v1/events", headers=bh.client, json={
+            "type": "x.y", "subject": f"s{i}", "data": {"blob": "y" * (60 << 10)}})
+        assert r.status_code == 201, r.text
+    seen, after, pages = [], 0, 0
+    while True:
+        page = (await bh.http.get("/v1/events", headers=bh.admin,
+                                  params={"after": after, "limit": 1000})).json()
+        if not page["events"]:
+            break
+        pages += 1
+        assert len(str(page)) < (5 << 20)
+        seen += [e["subject"] for e in page["events"]]
+        after = page["next"]
+    assert seen == [f"s{i}" for i in range(80)] and pages >= 2

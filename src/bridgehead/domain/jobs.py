@@ -156,6 +156,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 _OPTION = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=[^\x00\n]*)?")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_ARGS = 4096
+MAX_ARG_BYTES = 128 << 10
+"""Linux's MAX_ARG_STRLEN: no exec takes a longer argument or environment string."""
 MAX_KEY_LEN = 512
 
 
@@ -198,9 +200,12 @@ class JobSpec:
             raise InvalidSpec("give exactly one of command (argv list) or script")
         if len(self.command) > MAX_ARGS:
             raise InvalidSpec(f"command has more than {MAX_ARGS} arguments")
-        for arg in self.command:
+        for i, arg in enumerate(self.command):
             if "\x00" in arg:
                 raise InvalidSpec("command arguments may not contain NUL bytes")
+            if len(arg) > MAX_ARG_BYTES // 4 and len(arg.encode()) > MAX_ARG_BYTES:
+                raise InvalidSpec(f"command[{i}] is longer than {MAX_ARG_BYTES} bytes, "
+                                  "the most one exec argument may be: pass a file instead")
         if self.script is not None:
             if len(self.script.encode()) > MAX_SCRIPT_BYTES:
                 raise InvalidSpec(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
@@ -213,6 +218,9 @@ class JobSpec:
                 raise InvalidSpec(f"env name {key!r} is not a valid variable name")
             if "\x00" in value:
                 raise InvalidSpec(f"env {key} may not contain NUL bytes")
+            if len(value) > MAX_ARG_BYTES // 4 and len(f"{key}={value}".encode()) > MAX_ARG_BYTES:
+                raise InvalidSpec(f"env {key} is longer than {MAX_ARG_BYTES} bytes, the most "
+                                  "one environment string may be: pass a file instead")
         if self.working_dir is not None:
             _check_path(self.working_dir, "working_dir")
         for option in self.scheduler_options:

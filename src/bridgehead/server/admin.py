@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,6 +32,10 @@ router = APIRouter(prefix="/v1")
 RESERVED_TYPES = "bridgehead."
 RESERVED_SOURCES = frozenset({"bridgehead", "bridgehead.rules"})
 KEEPALIVE_S = 15.0
+MAX_EVENT_DATA = 64 << 10
+"""The largest external event's data, as JSON."""
+PAGE_BYTES = 4 << 20
+"""A page of events ends once its data passes this many bytes (the next page goes on)."""
 
 
 @router.get("/clusters", response_model=list[ClusterOut], tags=["clusters"])
@@ -60,8 +65,22 @@ async def events(
             if not await changed.wait(left):
                 break
             found = await store.events(after=after, limit=limit, tenant=tenant)
+    found = _by_size(found)
     return json_response(EventPage.model_construct(  # type: ignore[return-value]
         events=[e.to_cloudevent() for e in found], next=found[-1].seq if found else after))
+
+
+def _by_size(found: list[Event]) -> list[Event]:
+    """The first events of ``found`` whose data add up to about ``PAGE_BYTES`` (one at least)."""
+    total = 0
+    for i, event in enumerate(found):
+        try:
+            total += len(json.dumps(event.data, default=str))
+        except (ValueError, RecursionError):  # a row stored before the edge checked it
+            total += PAGE_BYTES
+        if total > PAGE_BYTES and i > 0:
+            return found[:i]
+    return found
 
 
 @router.get("/events/stream", tags=["events"],
@@ -107,6 +126,9 @@ async def post_event(body: EventIn, request: Request, p: ClientOrAdmin) -> JSONR
     allowed = p.may_see_tenant(tenant) if tenant else p.tenant is None
     if not allowed:
         raise Forbidden(f"this token may not post events for tenant {tenant!r}")
+    if len(json.dumps(body.data)) > MAX_EVENT_DATA:
+        raise InvalidSpec(f"event data larger than {MAX_EVENT_DATA} bytes as JSON: events "
+                          "announce data, they do not carry it (give its path)")
     event = Event(type=body.type, subject=body.subject, source=body.source, data=body.data,
                   tenant=tenant)
     if body.id is not None:

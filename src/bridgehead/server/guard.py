@@ -101,9 +101,7 @@ def _problem(value: Any, where: str, depth: int) -> str | None:
 def _text_problem(text: str, where: str) -> str | None:
     if "\x00" in text:
         return f"{where or 'text'} contains NUL (\\u0000), which text may not hold"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _valid(text):
         return f"{where or 'text'} contains an unpaired UTF-16 surrogate: send valid Unicode"
     return None
 
@@ -148,3 +146,12 @@ def dumps(value: Any) -> bytes:
     """``plain(value)`` as JSON bytes."""
     return json.dumps(plain(value), ensure_ascii=False, allow_nan=False,
                       separators=(",", ":")).encode()
+
+
+def to_json(value: Any) -> bytes:
+    """Plain JSON data as bytes; cleaned by ``plain`` only when it holds what JSON cannot."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return dumps(value)

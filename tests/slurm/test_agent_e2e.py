@@ -21,7 +21,7 @@ from tests.procs import Agent, Stack, env_for, eventually, stack
 from tests.slurm.conftest import Lab
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-TRANSPORT = {"alpha": "slurm_cli", "beta": "slurm_rest"}
+TRANSPORT = {"alpha": "slurm_cli", "beta": "slurm_rest", "gamma": "slurm_cli"}
 
 
 def start_slurm_agent(s: Stack, lab: Lab, cluster: str, *, backend: str | None = None,
@@ -30,10 +30,9 @@ def start_slurm_agent(s: Stack, lab: Lab, cluster: str, *, backend: str | None =
     args = ("--backend", backend or TRANSPORT[cluster])
     if hook:
         args += ("--wake-dir", c["wake_dir"])
+    job_root = lab.job_root(cluster, s.home / f"jobs-{cluster}")
     return s.start_agent(cluster=cluster, poll=poll, args=args,
-                         BRIDGEHEAD_SLURM__CONF=c["slurm_conf"],
-                         BRIDGEHEAD_SLURM__REST_URL=c["rest_url"],
-                         BRIDGEHEAD_SLURM__JOB_ROOT=str(s.home / f"jobs-{cluster}"), **env)
+                         **{**lab.agent_env(cluster, job_root), **env})
 
 
 @pytest.fixture
@@ -80,7 +79,7 @@ def test_alpha_and_beta_run_concurrently_through_one_server(
                                                                           "slurm_rest"}
 
 
-@pytest.mark.parametrize("cluster", ["alpha", "beta"])
+@pytest.mark.parametrize("cluster", ["alpha", "beta", "gamma"])
 def test_agent_killed_right_after_sbatch_submits_exactly_once(
         bh_stack: tuple[Stack, Client], lab: Lab, cluster: str) -> None:
     """The agent dies right after the scheduler took the first job of a claimed batch: that
@@ -101,7 +100,7 @@ def test_agent_killed_right_after_sbatch_submits_exactly_once(
                           what="sacct to list the job") == [job.native_id]
 
 
-@pytest.mark.parametrize("cluster", ["alpha", "beta"])
+@pytest.mark.parametrize("cluster", ["alpha", "beta", "gamma"])
 def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client], lab: Lab,
                                                 cluster: str) -> None:
     s, bh = bh_stack
@@ -132,11 +131,13 @@ def test_slurmctld_restart_mid_run_loses_nothing(bh_stack: tuple[Stack, Client],
                           what="sacct to list the late job")) == 1
 
 
+@pytest.mark.parametrize("cluster", ["alpha", "gamma"])
 def test_epilog_hook_reports_a_job_end_long_before_the_poll_interval(
-        bh_stack: tuple[Stack, Client], lab: Lab) -> None:
-    """With a 60 s poll interval, only the hook can make the server know within seconds."""
+        bh_stack: tuple[Stack, Client], lab: Lab, cluster: str) -> None:
+    """With a 60 s poll interval, only the hook can make the server know within seconds
+    (gamma's hook runs in its chroot and reaches the host's agent through the lab's relay)."""
     s, bh = bh_stack
-    start_slurm_agent(s, lab, "alpha", poll=60.0)
-    job = bh.submit(JobSpec(cluster="alpha", command=("sleep", "1")))
+    start_slurm_agent(s, lab, cluster, poll=60.0)
+    job = bh.submit(JobSpec(cluster=cluster, command=("sleep", "1")))
     done = bh.wait(job.id, until="terminal", timeout=40)
     assert done.state is JobState.SUCCEEDED, "the end was not pushed: only a poll would see it"

@@ -1,6 +1,6 @@
-"""The Slurm backends against the real clusters: one contract, both transports.
-
-slurm_cli runs on alpha, slurm_rest on beta, so the two also prove the clusters independent.
+"""The Slurm backends against the real clusters: one contract, both transports, both Slurm
+generations (conftest.CONTRACT: slurm_cli on alpha (22.05) and gamma (24.11), slurm_rest on
+beta, so the 22.05 pair also proves the clusters independent).
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ from bridgehead.backends.base import Backend, NativeStatus
 from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
 from bridgehead.domain.jobs import JobSpec, JobState, Resources
 from bridgehead.errors import SubmitRejected
-from tests.slurm.conftest import Lab
+from tests.slurm.conftest import CLUSTER_OF, CONTRACT, Lab, Target
 
 pytestmark = pytest.mark.slurm
-CLUSTER = {"slurm_cli": "alpha", "slurm_rest": "beta"}
 
 
-@pytest.fixture(params=["slurm_cli", "slurm_rest"])
+@pytest.fixture(params=CONTRACT, ids=lambda t: t.id)
 async def backend(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path
                   ) -> AsyncIterator[Backend]:
-    b = lab.backend(request.param, CLUSTER[request.param], tmp_path)
+    target: Target = request.param
+    b = lab.backend(target.kind, target.cluster, lab.job_root(target.cluster, tmp_path),
+                    **target.options)
     yield b
     await b.close()
 
 
 def spec_of(backend: Backend, **kw: object) -> JobSpec:
-    cluster = CLUSTER[backend.kind]
-    return JobSpec(**{"cluster": cluster, **kw})  # type: ignore[arg-type]
+    return JobSpec(**{"cluster": CLUSTER_OF[backend], **kw})  # type: ignore[arg-type]
 
 
 async def until(backend: Backend, native_id: str, done: frozenset[JobState] | None = None,
@@ -73,9 +73,8 @@ async def test_non_zero_exit_fails_with_its_code(backend: Backend) -> None:
     assert (status.state, status.exit_code, status.reason) == (JobState.FAILED, 3, "exit code 3")
 
 
-async def test_shell_metacharacters_reach_the_job_literally(backend: Backend,
-                                                            tmp_path: Path) -> None:
-    canary = tmp_path / "PWNED"
+async def test_shell_metacharacters_reach_the_job_literally(backend: Backend) -> None:
+    canary = backend.settings.job_root / "PWNED"  # type: ignore[attr-defined]  # jobs see it
     hostile = f"a;b|c && touch {canary} $(touch {canary}) `touch {canary}` 'q\" \\n"
     native = await backend.submit("bh-meta", spec_of(backend, command=("printf", "%s", hostile),
                                                      env={"X": f"$(touch {canary})"}))
@@ -86,8 +85,15 @@ async def test_shell_metacharacters_reach_the_job_literally(backend: Backend,
 
 
 async def test_cancel_a_running_job(backend: Backend) -> None:
-    native = await backend.submit("bh-cancel", spec_of(backend, command=("sleep", "300")))
+    # Cancelled once its body runs: Slurm says RUNNING before slurmstepd has started the batch
+    # step, and a job killed in that window ends by SIGKILL (137), seen on a busy CI machine.
+    native = await backend.submit("bh-cancel", spec_of(
+        backend, command=("sh", "-c", "echo started; exec sleep 300")))
     await until(backend, native, frozenset({JobState.RUNNING}))
+    deadline = time.monotonic() + 60
+    while await log_of(backend, native) != "started\n":
+        assert time.monotonic() < deadline, f"job {native} never started its body"
+        await asyncio.sleep(0.2)
     await backend.cancel([native])
     status = await until(backend, native)
     assert (status.state, status.exit_code) == (JobState.CANCELLED, 143)  # SIGTERM, as local
@@ -110,12 +116,21 @@ async def test_a_job_over_its_memory_is_killed_as_out_of_memory(backend: Backend
     assert status.reason is not None and status.reason.startswith("out of memory"), status
 
 
+async def test_jobs_are_submitted_with_no_requeue(backend: Backend, lab: Lab) -> None:
+    """Bridgehead re-runs a job its node lost: Slurm must not run the same attempt again."""
+    native = await backend.submit("bh-norequeue", spec_of(backend, command=("sleep", "30")))
+    try:
+        assert "Requeue=0" in lab.run(CLUSTER_OF[backend], "scontrol", "show", "job", native)
+    finally:
+        await backend.cancel([native])
+
+
 async def test_pass_through_options_and_caps_in_scontrol(backend: Backend, lab: Lab) -> None:
     native = await backend.submit("bh-opts", spec_of(
         backend, command=("sleep", "30"), scheduler_options=("--nice=7", "--requeue"),
         resources=Resources(cores=4, max_cores=2)))
     try:
-        shown = lab.run(CLUSTER[backend.kind], "scontrol", "show", "job", native)
+        shown = lab.run(CLUSTER_OF[backend], "scontrol", "show", "job", native)
         assert "Nice=7" in shown and "Requeue=1" in shown
         assert re.search(r"NumCPUs=2\b", shown), shown
         assert "Comment=bh-opts" in shown
@@ -180,18 +195,21 @@ async def test_rest_polls_many_jobs_with_at_most_two_requests(lab: Lab, tmp_path
         await backend.close()
 
 
-async def test_walltime_ends_timed_out_on_both_transports(lab: Lab, tmp_path: Path) -> None:
-    """Slurm keeps time limits in minutes: this takes a little over one minute."""
-    backends = [lab.backend(kind, CLUSTER[kind], tmp_path / kind)
-                for kind in ("slurm_cli", "slurm_rest")]
+async def test_walltime_ends_timed_out_on_every_target(lab: Lab, tmp_path: Path) -> None:
+    """Slurm keeps time limits in minutes: this takes a little over one minute. On 24.11 the
+    job's own exit code reads 0:0: the signal (SIGTERM) is only on its batch step."""
+    backends = [lab.backend(t.kind, t.cluster, lab.job_root(t.cluster, tmp_path / t.id),
+                            **t.options) for t in CONTRACT]
     try:
-        natives = [await b.submit(f"bh-walltime-{b.kind}", JobSpec(
-            cluster=CLUSTER[b.kind], command=("sleep", "600"),
-            resources=Resources(walltime_s=30))) for b in backends]
+        natives = [await b.submit(f"bh-walltime-{b.kind}", spec_of(
+            b, command=("sleep", "600"), resources=Resources(walltime_s=30))) for b in backends]
         results = await asyncio.gather(*(until(b, n, timeout=240)
                                           for b, n in zip(backends, natives, strict=True)))
-        assert [r.state for r in results] == [JobState.TIMED_OUT, JobState.TIMED_OUT]
+        assert [r.state for r in results] == [JobState.TIMED_OUT] * len(backends)
         assert all(r.reason == "walltime exceeded" for r in results)
+        cli = [r.exit_code for b, r in zip(backends, results, strict=True)
+               if b.kind == "slurm_cli"]
+        assert cli == [143] * len(cli), results  # SIGTERM, as local
     finally:
         for b in backends:
             await b.close()

@@ -148,3 +148,23 @@ def test_a_job_needs_a_cluster_or_labels_to_route_by() -> None:
 def test_tagged_maps_every_asked_tag_to_its_jobs_oldest_first() -> None:
     rows = [("12", "a"), ("9", "a"), ("13", "b"), ("14", "(null)"), ("x", "a"), ("9", "a")]
     assert slurm.tagged(["a", "c"], rows) == {"a": ["9", "12"], "c": []}
+
+
+def test_jobs_are_submitted_with_no_requeue_unless_they_say_themselves() -> None:
+    # Bridgehead re-runs a job its node lost: Slurm must not run the same attempt again
+    assert "--no-requeue" in request().sbatch_options()
+    # the job's own word stands, never overridden (Slurm then owns that job's re-run)
+    for kw in ({"scheduler_options": ("--requeue",)},
+               {"scheduler_options": ("--no-requeue",)},
+               {"command": (), "script": "#!/bin/sh\n#SBATCH --requeue\ntrue\n"}):
+        options = request(**kw).sbatch_options()
+        assert options.count("--no-requeue") == kw.get("scheduler_options", ()).count(
+            "--no-requeue"), (kw, options)
+
+
+def test_an_attempt_lost_to_its_node_is_lost_to_the_infrastructure() -> None:
+    for name in ("NODE_FAIL", "BOOT_FAIL"):
+        assert slurm.to_state(name) is JobState.LOST
+        assert name in slurm.INFRASTRUCTURE
+    assert slurm.to_state("FAILED") is JobState.FAILED
+    assert "FAILED" not in slurm.INFRASTRUCTURE

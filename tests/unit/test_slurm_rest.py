@@ -68,7 +68,8 @@ def test_the_job_description_carries_resources_tag_files_and_env() -> None:
         "standard_output": "/l/%j.out", "standard_error": "/l/%j.err",
         "environment": {"PATH": "/bin", "X": "1", "BRIDGEHEAD_JOB_ID": "job1"},
         "tasks": 4, "cpus_per_task": 1, "nodes": "2", "memory_per_node": 512,
-        "time_limit": 2, "partition": "debug", "account": "proj", "gpus": "1"}
+        "time_limit": 2, "partition": "debug", "account": "proj", "gpus": "1",
+        "no_requeue": True}
 
 
 def test_a_command_travels_in_the_environment_never_in_the_argv_field(tmp_path: Path) -> None:
@@ -130,13 +131,13 @@ def test_options_the_table_cannot_send_are_refused(option: str, message: str) ->
 
 
 def test_the_newest_known_version_the_daemon_offers_is_chosen() -> None:
-    paths = ["/slurm/v0.0.36/job/submit", "/slurm/v0.0.37/job/submit",
-             "/slurm/v0.0.38/job/submit", "/slurm/v0.0.38/jobs", "/slurmdb/v0.0.38/jobs",
-             "/openapi/v3"]
+    paths: dict[str, dict[str, Any]] = {p: {"get": {}} for p in [
+        "/slurm/v0.0.36/job/submit", "/slurm/v0.0.37/job/submit", "/slurm/v0.0.38/job/submit",
+        "/slurm/v0.0.38/jobs", "/slurmdb/v0.0.38/jobs", "/openapi/v3"]}
     assert api.choose_version(paths).name == "v0.0.38"
-    assert api.choose_version(paths[:2]).name == "v0.0.37"
+    assert api.choose_version(dict(list(paths.items())[:2])).name == "v0.0.37"
     with pytest.raises(BackendUnavailable, match=re.escape("offers v0.0.36, v0.0.44; this")):
-        api.choose_version(["/slurm/v0.0.36/job/submit", "/slurm/v0.0.44/job/submit"])
+        api.choose_version({"/slurm/v0.0.36/job/submit": {}, "/slurm/v0.0.44/job/submit": {}})
 
 
 def test_v0_0_37_reads_and_writes_like_v0_0_38() -> None:
@@ -222,7 +223,11 @@ def test_error_texts_keep_description_and_error() -> None:
 @pytest.mark.parametrize("settings, message", [
     ({}, "needs agent.slurm.rest_url"),
     ({"rest_url": "127.0.0.1:6820"}, "needs agent.slurm.rest_url"),
-    ({"rest_url": "http://h:6820", "rest_version": "v0.0.40"}, "rest_version 'v0.0.40'"),
+    ({"rest_url": "http://h:6820", "rest_version": "v0.0.39"}, "rest_version 'v0.0.39'"),
+    ({"rest_url": "http://h:6820", "rest_token": "a.b.c", "rest_token_file": "/t"},
+     "rest_token and rest_token_file are both set"),
+    ({"rest_url": "http://h:6820", "rest_token_file": "/no/such/file"},
+     "rest_token_file: cannot read token file /no/such/file"),
 ])
 def test_bad_settings_fail_at_construction(settings: dict[str, Any], message: str,
                                            tmp_path: Path) -> None:

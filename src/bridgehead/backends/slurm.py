@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import pwd
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
-from bridgehead.domain.jobs import JobSpec, JobState, Usage
+from bridgehead.domain import sbatch
+from bridgehead.domain.jobs import JobSpec, JobState, Resources, Usage, array_indices
 from bridgehead.errors import BackendUnavailable, InvalidSpec, SubmitRejected
 
 STATES: dict[str, JobState] = {
@@ -50,14 +53,21 @@ STATES: dict[str, JobState] = {
     "CANCELLED": JobState.CANCELLED,
     "TIMEOUT": JobState.TIMED_OUT,
     "DEADLINE": JobState.TIMED_OUT,
-    "NODE_FAIL": JobState.FAILED,
+    "NODE_FAIL": JobState.LOST,  # with infrastructure: see INFRASTRUCTURE
     "PREEMPTED": JobState.FAILED,
     "OUT_OF_MEMORY": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.LOST,
     "SPECIAL_EXIT": JobState.FAILED,
     "REVOKED": JobState.CANCELLED,
 }
 """Every Slurm job state (``squeue -t all``, ``sacct``) to ours. An unknown state raises."""
+
+INFRASTRUCTURE = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+"""States of an attempt lost to its nodes (a node died, or never booted): LOST with
+``infrastructure``, so Bridgehead runs the job again once, under its own cap and not the user's
+retries. Slurm would requeue such a job by itself (two runs of one attempt): every job is
+submitted with ``--no-requeue`` unless it asks for requeueing itself (see :func:`build_request`),
+so it ends in one of these states instead."""
 
 SETTLING = frozenset({"COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
 """States that change within moments: the agent polls again soon instead of at its interval."""
@@ -84,7 +94,8 @@ RESERVED_OPTIONS: dict[str, str] = {
     "export": "use the job's env",
     "export-file": "use the job's env",
     "get-user-env": "use the job's env",
-    "array": "one Bridgehead job is one Slurm job (submit one job per task)",
+    "array": "give the job's array (bridgehead submit --array): each element is then a "
+             "Bridgehead job of its own",
     "clusters": "the agent's cluster is chosen by the job's cluster",
     "cluster": "the agent's cluster is chosen by the job's cluster",
     "parsable": "the agent reads sbatch's answer itself",
@@ -104,8 +115,11 @@ RESERVED_ENV = ("SBATCH_", "SLURM_", "BRIDGEHEAD_")
 
 _INT = re.compile(r"[1-9][0-9]{0,6}")
 _NODES = re.compile(r"([1-9][0-9]{0,5})(?:-([1-9][0-9]{0,5}))?")
-_NATIVE_ID = re.compile(r"[0-9]{1,12}")
+_NATIVE_ID = re.compile(r"[0-9]{1,12}(?:_[0-9]{1,10})?")
+"""A Slurm job id, or an array element's (``JOBID_INDEX``)."""
 _MEMORY_KILL = re.compile(rb"Exceeded (job|step) memory limit|oom[-_ ]kill", re.IGNORECASE)
+_LOG_NAME = {False: "%j", True: "%A_%a"}
+"""A job's log file name: its id, or an array element's JOBID_INDEX (its native id)."""
 _ARGV_WRAPPER = '#!/bin/sh\n# Bridgehead: run the argv given to this script, as given\nexec "$@"\n'
 ARGV_FROM_ENV = r"""#!/bin/sh
 # Bridgehead: run the argv held in BRIDGEHEAD_ARGC and BRIDGEHEAD_ARGV_<i>, as given. eval only
@@ -188,11 +202,36 @@ class JobFiles:
         if spec.working_dir is not None:
             working_dir = confine_working_dir(spec.working_dir, self.allowed_roots)
         try:
-            return build_request(job_id, spec, caps=caps, working_dir=working_dir,
-                                 stdout=str(self.logs / "%j.out"),
-                                 stderr=str(self.logs / "%j.err"), base_env=base_env)
+            request = build_request(
+                job_id, spec, caps=caps, working_dir=working_dir,
+                stdout=str(self.logs / f"{_LOG_NAME[bool(spec.array)]}.out"),
+                stderr=str(self.logs / f"{_LOG_NAME[bool(spec.array)]}.err"), base_env=base_env)
         except InvalidSpec as exc:
             raise SubmitRejected(exc.message) from exc
+        _check_array_logs(request)
+        return request
+
+    def link_logs(self, request: SlurmRequest, native_id: str) -> None:
+        """Where the script's own ``-o``/``-e`` put the job's output, point
+        ``<logs>/<native id>.out|.err`` at those files (sbatch's patterns expanded, relative
+        to the working dir), so the logs are read from the paths the user asked for. Blocking.
+        With ``-o`` and no ``-e`` both streams are in the ``-o`` file, shipped as stdout."""
+        user = pwd.getpwuid(os.getuid()).pw_name
+        for option, pattern, ext in (("output", request.stdout, "out"),
+                                     ("error", request.stderr, "err")):
+            if option not in request.from_script or (ext == "err" and pattern == request.stdout):
+                continue
+            for one, target in _log_targets(request, pattern, native_id, user):
+                link, tmp = self.logs / f"{one}.{ext}", self.logs / f".{one}.{ext}"
+                tmp.unlink(missing_ok=True)
+                os.symlink(target, tmp)
+                os.replace(tmp, link)
+
+    def relink_logs(self, job_id: str, spec: JobSpec, native_id: str, *, caps: Caps,
+                    base_env: Mapping[str, str]) -> None:
+        """:meth:`link_logs` for a job found by its tag after a crash (the agent may have died
+        between the scheduler taking the job and linking its logs). Blocking."""
+        self.link_logs(self.request(job_id, spec, caps=caps, base_env=base_env), native_id)
 
     async def explain(self, native_id: str, status: NativeStatus) -> NativeStatus:
         """``status``, with the reason "out of memory" for a job SIGKILLed after slurmstepd
@@ -212,6 +251,30 @@ class JobFiles:
             return b""
         path = self.logs / f"{native_id}.{'out' if stream == 'stdout' else 'err'}"
         return await asyncio.to_thread(read_file_range, path, offset, limit)
+
+
+def _log_targets(request: SlurmRequest, pattern: str, native_id: str,
+                 user: str) -> list[tuple[str, str]]:
+    """(native id, the file ``pattern`` names for it): the job's, or each array element's
+    (``N_<index>``, with ``%A`` the array's id and ``%a`` the index)."""
+    if request.array is None:
+        return [(native_id, sbatch.log_path(pattern, working_dir=request.working_dir,
+                                            job_id=native_id, name=request.name, user=user))]
+    return [(f"{native_id}_{i}", sbatch.log_path(
+        pattern, working_dir=request.working_dir, job_id=f"{native_id}_{i}",
+        name=request.name, user=user, array_job_id=native_id, array_task_id=str(i)))
+        for i in array_indices(request.array)[0]]
+
+
+def _check_array_logs(request: SlurmRequest) -> None:
+    """SubmitRejected for an array whose ``-o``/``-e`` uses ``%j``: each element's own job id,
+    which Slurm picks when the element starts (the head node cannot name its file)."""
+    for option, pattern in (("output", request.stdout), ("error", request.stderr)):
+        if request.array is not None and option in request.from_script and re.search(
+                r"%[0-9]*[jJ]", pattern.replace("%%", "")):
+            raise SubmitRejected(f"#SBATCH --{option}={pattern}: %j in a job array's log "
+                                 "path is each element's own job id, which Bridgehead cannot "
+                                 "know to read its log: use %A_%a (array id, index)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,25 +311,36 @@ class SlurmRequest:
     account: str | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
     """The job's other pass-through options, verbatim and in order."""
+    from_script: frozenset[str] = frozenset()
+    """Options the script's own #SBATCH directives give with the values above: not repeated
+    on sbatch's command line (which would beat them), so the script's words stand."""
+    args: tuple[str, ...] = ()
+    """The script's arguments (``sbatch job.sh a b c``)."""
+    array: str | None = None
+    """A job array's indices (``--array``): one submission, one Slurm job per element."""
+    no_requeue: bool = True
+    """Submit with ``--no-requeue`` (Bridgehead re-runs a job its node lost, see
+    :data:`INFRASTRUCTURE`); False when the job says itself (:func:`requeue_said`)."""
+
+    def own_flags(self) -> list[str]:
+        """Bridgehead's own flag options (both backends send them)."""
+        return ["--no-requeue"] if self.no_requeue else []
 
     def sbatch_options(self) -> list[str]:
-        opts = [
-            f"--job-name={self.name}", f"--comment={self.tag}", f"--chdir={self.working_dir}",
-            f"--output={self.stdout}", f"--error={self.stderr}", "--export=ALL",
-            f"--ntasks={self.ntasks}", f"--cpus-per-task={self.cpus_per_task}",
-            f"--nodes={self.nodes}",
-        ]
-        if self.memory_mb:
-            opts.append(f"--mem={self.memory_mb}M")
-        if self.gpus:
-            opts.append(f"--gpus={self.gpus}")
-        if self.time_minutes:
-            opts.append(f"--time={self.time_minutes}")
-        if self.partition:
-            opts.append(f"--partition={self.partition}")
-        if self.account:
-            opts.append(f"--account={self.account}")
-        return opts + list(self.extra)
+        """sbatch's command line: Bridgehead's own options, and each resource unless the
+        script's directives already say it (then the script's words stand)."""
+        opts = [f"--comment={self.tag}", f"--chdir={self.working_dir}", "--export=ALL"]
+        wanted = (
+            ("job-name", self.name), ("output", self.stdout), ("error", self.stderr),
+            ("ntasks", self.ntasks), ("cpus-per-task", self.cpus_per_task),
+            ("nodes", self.nodes), ("mem", f"{self.memory_mb}M" if self.memory_mb else None),
+            ("gpus", self.gpus or None), ("time", self.time_minutes),
+            ("partition", self.partition), ("account", self.account))
+        opts += [f"--{option}={value}" for option, value in wanted
+                 if value is not None and option not in self.from_script]
+        if self.array is not None:
+            opts.append(f"--array={self.array}")
+        return opts + self.own_flags() + list(self.extra)
 
 
 def build_request(job_id: str, spec: JobSpec, *, caps: Caps, working_dir: str,
@@ -277,8 +351,9 @@ def build_request(job_id: str, spec: JobSpec, *, caps: Caps, working_dir: str,
         if key.startswith(RESERVED_ENV):
             raise InvalidSpec(f"env {key}: names starting with {', '.join(RESERVED_ENV)} "
                               "are reserved on Slurm")
+    want = sbatch.asked(sbatch.directives(spec.script)) if spec.script else sbatch.Asked()
     r = spec.resources
-    ntasks, cpus, nodes = r.cores, 1, str(r.nodes)
+    ntasks, cpus, nodes = shape(r, want)
     extra: list[str] = []
     for option in spec.scheduler_options:
         name, _, value = option[2:].partition("=")
@@ -300,15 +375,63 @@ def build_request(job_id: str, spec: JobSpec, *, caps: Caps, working_dir: str,
     env = dict(base_env)
     env.update(spec.env)
     env["BRIDGEHEAD_JOB_ID"] = job_id
+    said = from_script(want, spec, ntasks=ntasks, cpus=cpus, nodes=nodes)
     return SlurmRequest(
-        tag=job_id, name=_job_name(spec.name or f"bh-{job_id}"),
+        tag=job_id, name=want.name if want.name and "job-name" in said else _job_name(
+            spec.name or f"bh-{job_id}"),
         script=spec.script if spec.script is not None else _ARGV_WRAPPER,
-        argv=tuple(spec.command), env=env, working_dir=spec.working_dir or working_dir,
-        stdout=stdout, stderr=stderr, ntasks=ntasks, cpus_per_task=cpus, nodes=nodes,
+        argv=tuple(spec.command), args=spec.args, env=env,
+        working_dir=spec.working_dir or working_dir,
+        stdout=want.output or stdout, stderr=want.error or want.output or stderr,
+        ntasks=ntasks, cpus_per_task=cpus, nodes=nodes,
         memory_mb=r.memory_mb, gpus=r.gpus,
         time_minutes=math.ceil(r.walltime_s / 60) if r.walltime_s else None,
-        partition=r.partition, account=r.account, extra=tuple(extra),
+        partition=r.partition, account=r.account, extra=tuple(extra), from_script=said,
+        array=spec.array, no_requeue=not requeue_said(spec),
     )
+
+
+def requeue_said(spec: JobSpec) -> bool:
+    """Does the job say itself whether Slurm may requeue it (``--requeue``/``--no-requeue``,
+    passed through or in an ``#SBATCH`` line)? Then its word stands: a job asking
+    ``--requeue`` is requeued by Slurm when its node dies (one Bridgehead attempt, run again by
+    Slurm under the same job id), and Bridgehead adds nothing that would silently override it."""
+    said = {option[2:].partition("=")[0] for option in spec.scheduler_options}
+    if spec.script:
+        said |= {d.option for d in sbatch.directives(spec.script)}
+    return bool(said & {"requeue", "no-requeue"})
+
+
+def shape(r: Resources, want: sbatch.Asked) -> tuple[int, int, str]:
+    """(ntasks, cpus-per-task, nodes) for ``r``: the script's own shape when its directives
+    ask for these cores (and nodes), else ``r.cores`` tasks of the script's CPUs per task
+    where they divide (an explicit or capped count wins over the directive), else of one."""
+    nodes = want.nodes if want.nodes and want.min_nodes == r.nodes else str(r.nodes)
+    if want.cores is None:
+        return r.cores, 1, nodes
+    if want.cores == r.cores:
+        return want.tasks or 1, want.cpus_per_task or 1, nodes
+    cpus = min(want.cpus_per_task or 1, r.cores)
+    return (r.cores // cpus, cpus, nodes) if r.cores % cpus == 0 else (r.cores, 1, nodes)
+
+
+def from_script(want: sbatch.Asked, spec: JobSpec, *, ntasks: int, cpus: int,
+                nodes: str) -> frozenset[str]:
+    """The sbatch options whose final value the script's directives already give."""
+    r = spec.resources
+    pairs = {"ntasks": (want.tasks, ntasks), "cpus-per-task": (want.cpus_per_task, cpus),
+             "nodes": (want.nodes, nodes), "mem": (want.memory_mb, r.memory_mb),
+             "time": (want.walltime_s, r.walltime_s), "gpus": (want.gpus, r.gpus),
+             "partition": (want.partition, r.partition), "account": (want.account, r.account)}
+    said = {option for option, (asked, final) in pairs.items()
+            if asked is not None and asked == final}
+    if want.name is not None and spec.name in (None, want.name):
+        said.add("job-name")
+    if want.output is not None:
+        said |= {"output", "error"}  # with no -e, sbatch writes stderr to the -o file
+    if want.error is not None:
+        said.add("error")
+    return frozenset(said)
 
 
 def clamp(ntasks: int, cpus_per_task: int, nodes: str, caps: Caps) -> tuple[int, int, str]:

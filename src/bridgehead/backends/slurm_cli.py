@@ -25,9 +25,10 @@ from pathlib import Path
 from bridgehead.backends import slurm
 from bridgehead.backends.base import NativeStatus
 from bridgehead.config import SlurmSettings
+from bridgehead.domain.arrays import array_job_id, expand_native_ids
 from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec, JobState
-from bridgehead.errors import BackendError, BackendUnavailable, SubmitRejected
+from bridgehead.errors import BackendError, BackendUnavailable, ConfigError, SubmitRejected
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,14 @@ _UNREACHABLE = re.compile(
     r"Problem talking to the database|Connection timed out|Communication connection failure",
     re.IGNORECASE,
 )
+_MISMATCH = re.compile(r"Incompatible versions of client and server code|"
+                       r"Invalid Protocol Version", re.IGNORECASE)
+"""A client of another Slurm release than the controller's (22.05's tools and 24.11's)."""
 _ENV_KEEP = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
-_SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS,Start"
+_SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS,Start"
+"""JobID, not JobIDRaw: an array element's is JOBID_INDEX (its raw id is a number of its own)."""
+TOOLS = ("sbatch", "squeue", "sacct", "scancel")
+"""The commands this backend runs."""
 STEP_GRACE_S = 10.0
 """How long to wait for a signalled job's batch-step record (its signal) in accounting."""
 
@@ -57,6 +64,11 @@ class SlurmCliBackend:
     files_shared = True
 
     def __init__(self, settings: SlurmSettings, config: SlurmCliConfig) -> None:
+        if settings.bin_dir is not None:
+            missing = [t for t in TOOLS if not os.access(settings.bin_dir / t, os.X_OK)]
+            if missing:
+                raise ConfigError(f"slurm.bin_dir {settings.bin_dir} has no executable "
+                                  f"{', '.join(missing)}")
         self.settings = settings
         self.files = slurm.JobFiles(settings.job_root or config.state_dir / "slurm",
                                     config.allowed_roots)
@@ -77,15 +89,21 @@ class SlurmCliBackend:
         request = await asyncio.to_thread(self.files.request, job_id, spec, caps=self._caps,
                                           base_env=self._env)
         argv = ["sbatch", "--parsable", *request.sbatch_options()]
-        if request.argv:
-            argv += ["/dev/stdin", *request.argv]  # the wrapper script, the job's argv after it
+        if request.argv or request.args:  # the script on stdin, its arguments after it
+            argv += ["/dev/stdin", *(request.argv or request.args)]
         out = await self._run(argv, stdin=request.script.encode(), env=request.env,
                               submit=True)
         native_id = out.strip().split(";")[0]
         if not slurm.native_ids([native_id]):
             raise BackendError(f"sbatch answered {out.strip()!r}, not a job id")
+        await asyncio.to_thread(self.files.link_logs, request, native_id)
         logger.info("job %s submitted to Slurm as %s", job_id, native_id)
         return native_id
+
+    async def adopt(self, job_id: str, spec: JobSpec, native_id: str) -> None:
+        """A job found by its tag after a crash: its ``-o``/``-e`` logs linked, as by submit."""
+        await asyncio.to_thread(self.files.relink_logs, job_id, spec, native_id,
+                                caps=self._caps, base_env=self._env)
 
     # -- poll ------------------------------------------------------------------------------
     async def poll(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
@@ -142,7 +160,8 @@ class SlurmCliBackend:
         self._unaccounted.pop(native_id, None)
         name = slurm.base_state(queued_raw)
         return NativeStatus(state=state, reason=slurm.reason_for(name, None, None) or
-                            "ended; no accounting record to say how")
+                            "ended; no accounting record to say how",
+                            infrastructure=name in slurm.INFRASTRUCTURE)
 
     async def _squeue(self, ids: list[str]) -> dict[str, str]:
         """{native id: Slurm state} of the jobs slurmctld still holds, in ONE squeue call."""
@@ -157,9 +176,9 @@ class SlurmCliBackend:
             out = ""  # every id unknown to slurmctld (all purged): sacct will say
         states = {}
         for line in out.splitlines():
-            native_id, _, state = line.strip().partition("|")
-            if native_id:
-                states[native_id] = state
+            listed, _, state = line.strip().partition("|")
+            for native_id in expand_native_ids(listed) if listed else ():
+                states[native_id] = state  # pending array elements come as N_[1-9%2]
         return states
 
     async def _sacct(self, ids: list[str]) -> dict[str, NativeStatus]:
@@ -183,7 +202,7 @@ class SlurmCliBackend:
                 if step == "batch":
                     batch_exit[base] = cells[2]
             else:
-                rows[base] = cells
+                rows.update(dict.fromkeys(expand_native_ids(base), cells))
         return {native_id: await self.files.explain(native_id, _status_from_sacct(
                     cells, rss.get(native_id), batch_exit.get(native_id)))
                 for native_id, cells in rows.items()}
@@ -205,9 +224,10 @@ class SlurmCliBackend:
         ended) and accounting's (since ``find_window_days``): one squeue and one sacct."""
         squeue = await self._run(["squeue", "--noheader", "--states=all", "--format=%i|%k"])
         sacct = await self._run(["sacct", "--noheader", "--parsable2", "--allocations",
-                                 "--format=JobIDRaw,Comment",
+                                 "--format=JobID,Comment",
                                  f"--starttime=now-{self.settings.find_window_days}days"])
-        pairs = ((i.strip(), c.strip()) for i, _, c in (
+        # an array's elements all carry its tag: they name the array (N_3, N_[4-9] -> N)
+        pairs = ((array_job_id(i.strip()), c.strip()) for i, _, c in (
             line.partition("|") for line in [*squeue.splitlines(), *sacct.splitlines()]))
         return slurm.tagged(tags, pairs)
 
@@ -236,12 +256,22 @@ class SlurmCliBackend:
             bin_dir=self.settings.bin_dir, stdin=stdin)
         if code == 0:
             return out.decode(errors="replace")
+        raise self._failure(name, code, err, submit=submit)
+
+    def _failure(self, name: str, code: int, err: bytes, *, submit: bool) -> BackendError:
+        """What a failed command means (see :meth:`_run`)."""
+        text = err.decode(errors="replace")
         message = _message(err) or f"exit code {code}"
-        if _UNREACHABLE.search(err.decode(errors="replace")):
-            raise BackendUnavailable(f"{name}: {message}")
+        if _MISMATCH.search(text):
+            return BackendUnavailable(
+                f"{name} is not of the cluster's Slurm release (Slurm says: incompatible "
+                "versions of client and server code): set [agent.slurm] bin_dir to the "
+                f"directory of the cluster's own tools (now: {self.settings.bin_dir or 'PATH'})")
+        if _UNREACHABLE.search(text):
+            return BackendUnavailable(f"{name}: {message}")
         if submit:
-            raise SubmitRejected(f"sbatch refused the job: {message}")
-        raise BackendError(f"{name}: {message}")
+            return SubmitRejected(f"sbatch refused the job: {message}")
+        return BackendError(f"{name}: {message}")
 
 
 def _status_from_sacct(cells: list[str], max_rss_mb: float | None,
@@ -266,7 +296,7 @@ def _status_from_sacct(cells: list[str], max_rss_mb: float | None,
     return NativeStatus(
         state=state, exit_code=code, reason=slurm.reason_for(name, code, signum),
         usage=slurm.usage_of(float(elapsed or 0), int(cpus or 0), int(nodes or 0), max_rss_mb),
-        settling=pending_signal)
+        settling=pending_signal, infrastructure=name in slurm.INFRASTRUCTURE)
 
 
 def _message(err: bytes) -> str:

@@ -1,0 +1,114 @@
+"""An agent's report applied (pure): the reconciler following readiness, jobs, spot notices
+and adopted nodes, errors, and the commands of the heartbeat's answer."""
+
+from __future__ import annotations
+
+from bridgehead.domain.costs import Price, pool_costs, pool_price, window_node_cost
+from bridgehead.domain.pool_reconcile import ProviderNode, adopted_id
+from bridgehead.domain.pool_report import Command, NodeError, Standing, apply_report
+from bridgehead.domain.pools import Node, NodeShape, NodeState, Pool
+
+POOL = Pool(name="p", cluster="c", provider="sim", shape=NodeShape(cpus=4, memory_mb=8192),
+            price_per_hour=3.6, backoff_s=10.0, quarantine_after=2)
+POOLS = {"p": POOL}
+
+
+def node(id_: str, state: NodeState, **more: object) -> Node:
+    return Node(id=id_, pool="p", state=state, since=0.0, **more)  # type: ignore[arg-type]
+
+
+def seen(key: str | None, pid: str, **more: object) -> ProviderNode:
+    return ProviderNode(provider_id=pid, pool="p", key=key, **more)  # type: ignore[arg-type]
+
+
+def states(applied: object) -> dict[str, str]:
+    return {n.id: n.state.value for n in applied.nodes}  # type: ignore[attr-defined]
+
+
+def test_readiness_and_jobs_move_nodes_between_booting_idle_and_busy() -> None:
+    nodes = [node("a", NodeState.BOOTING, provider_id="pa", launched_at=0.0),
+             node("b", NodeState.IDLE, provider_id="pb"),
+             node("c", NodeState.BUSY, provider_id="pc"),
+             node("d", NodeState.CORDONED, provider_id="pd")]
+    r = apply_report(POOLS, nodes, [], [seen("a", "pa", ready=True, jobs=0),
+                                         seen("b", "pb", ready=True, jobs=2),
+                                         seen("c", "pc", ready=True, jobs=0),
+                                         seen("d", "pd", ready=True, jobs=1)],
+                     [], {}, 10.0, orphan_grace_s=60)
+    assert states(r) == {"a": "idle", "b": "busy", "c": "idle", "d": "busy"}
+    assert [n.id for n in r.booted] == ["a"] and r.commands == ()
+
+
+def test_a_spot_notice_cordons_an_idle_node_never_a_busy_one() -> None:
+    nodes = [node("a", NodeState.IDLE, provider_id="pa"),
+             node("b", NodeState.BUSY, provider_id="pb")]
+    r = apply_report(POOLS, nodes, [], [seen("a", "pa", ready=True, jobs=0, interrupted=True),
+                                         seen("b", "pb", ready=True, jobs=1, interrupted=True)],
+                     [], {}, 10.0, orphan_grace_s=60)
+    assert states(r) == {"a": "cordoned", "b": "busy"}
+
+
+def test_adopted_nodes_are_tracked_and_orphans_terminated_after_their_grace() -> None:
+    listed = [seen(None, "slurm-cn1", ready=True, jobs=1, adopted=True),
+              seen(None, "stray")]
+    first = apply_report(POOLS, [], [], listed, [], {}, 100.0, orphan_grace_s=60)
+    assert states(first) == {adopted_id("p", "slurm-cn1"): "busy"}
+    assert first.commands == ()  # the orphan is within its grace
+    held = {"p": first.standings["p"]}
+    assert dict(held["p"].orphans) == {"stray": 100.0}
+    later = apply_report(POOLS, list(first.nodes), [], listed, [], held, 161.0,
+                         orphan_grace_s=60)
+    assert later.commands == (Command(op="terminate", pool="p", key=None, provider_id="stray"),)
+    assert states(later) == {adopted_id("p", "slurm-cn1"): "busy"}
+
+
+def test_launches_are_sent_until_listed_and_an_ended_node_listed_again_is_stopped() -> None:
+    nodes = [node("new", NodeState.REQUESTED), node("going", NodeState.LAUNCHING)]
+    ended = [node("dead", NodeState.FAILED_BOOT, ended_at=5.0)]
+    r = apply_report(POOLS, nodes, ended, [seen("dead", "pdead")], [], {}, 10.0,
+                     orphan_grace_s=0)
+    assert r.commands == (  # by node id
+        Command(op="terminate", pool="p", key="dead", provider_id="pdead"),
+        Command(op="launch", pool="p", key="going"), Command(op="launch", pool="p", key="new"))
+    assert states(r)["new"] == "launching"  # asked now: billing may start
+
+
+def test_a_shortage_fails_the_launch_and_backs_off_then_quarantines() -> None:
+    nodes = [node("a", NodeState.LAUNCHING, launched_at=0.0),
+             node("b", NodeState.LAUNCHING, launched_at=0.0)]
+    short = [NodeError(pool="p", keys=("a", "b"), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, nodes, [], [], short, {}, 10.0, orphan_grace_s=60)
+    assert states(r) == {"a": "failed_boot", "b": "failed_boot"}
+    s = r.standings["p"]
+    assert (s.failures_in_row, s.quarantined) == (2, True) and r.quarantined == ("p",)
+    assert s.backoff_until == 10.0 + 10.0 * 2  # doubled for the second in a row
+
+
+def test_other_errors_and_other_pools_change_nothing() -> None:
+    nodes = [node("a", NodeState.LAUNCHING, launched_at=0.0)]
+    errors = [NodeError(pool="p", keys=("a",), op="launch", error="timed out"),
+              NodeError(pool="q", keys=("a",), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, nodes, [], [ProviderNode(provider_id="x", pool="q", key="a")],
+                     errors, {}, 10.0, orphan_grace_s=0)
+    assert states(r) == {"a": "launching"} and r.standings["p"].failures_in_row == 0
+    assert r.commands == (Command(op="launch", pool="p", key="a"),)
+
+
+def test_a_booted_node_ends_the_run_of_failures() -> None:
+    nodes = [node("a", NodeState.BOOTING, provider_id="pa", launched_at=0.0)]
+    r = apply_report(POOLS, nodes, [], [seen("a", "pa", ready=True, jobs=0)], [],
+                     {"p": Standing(pool="p", failures_in_row=1, backoff_until=50.0)}, 10.0,
+                     orphan_grace_s=60)
+    assert r.standings["p"].failures_in_row == 0
+
+
+def test_node_cost_in_a_window_and_idle_per_pool() -> None:
+    assert window_node_cost(POOL, 100.0, 110.0, 0.0, 1000.0) == (60 / 3600, 3.6 * 60 / 3600)
+    hours, cost = window_node_cost(POOL, -500.0, 500.0, 0.0, 1000.0)  # began before: exact
+    assert (hours, cost) == (500 / 3600, 0.5)
+    assert window_node_cost(POOL, 2000.0, 2100.0, 0.0, 1000.0) == (0.0, 0.0)
+    price = pool_price([POOL], {})
+    assert price == Price(core_hour=0.9)
+    [line] = pool_costs([POOL], [("p", 0.0, 3600.0)], [], {"c": price}, since=0.0,
+                        until=7200.0)
+    assert (line.node_cost, line.attempts, line.idle) == (3.6, 0.0, 3.6)

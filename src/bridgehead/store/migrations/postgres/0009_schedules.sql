@@ -1,0 +1,27 @@
+-- Workflow schedules and their ticks (postgres). A tick is one row per (workflow, tick
+-- time): two schedulers racing insert it once; its run is created with the tick's key.
+CREATE TABLE schedules (
+    workflow    TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    filename    TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    paused      BOOLEAN NOT NULL,
+    file_paused BOOLEAN NOT NULL,
+    last_tick   BIGINT NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
+    updated_at  DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE schedule_ticks (
+    workflow   TEXT NOT NULL,
+    tick_at    BIGINT NOT NULL,
+    tenant     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    run_key    TEXT NOT NULL,
+    run_id     TEXT,
+    reason     TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (workflow, tick_at)
+);
+CREATE INDEX schedule_ticks_state ON schedule_ticks (workflow, state, tick_at);

@@ -17,7 +17,6 @@ import os
 import platform
 import random
 import secrets
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -31,19 +30,31 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
-from rich.console import Console
+from common import (
+    BATCH,
+    STAMP,
+    BenchError,
+    Tokens,
+    balancer,
+    console,
+    latency_figures,
+    make_tokens,
+    process,
+    publish,
+    read_stamp,
+    requests_served,
+    server,
+    tail,
+    until_online,
+)
 from rich.table import Table
 
 from bridgehead.client import AsyncClient
-from bridgehead.domain.clusters import Role
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition, new_job_id
 from bridgehead.store import create_store
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS = Path(__file__).resolve().parent / "results" / "broker.json"
-BATCH = 500
-"""Submit batch, claim ``max_jobs`` and report batch; the baseline uses the same size."""
 CLUSTER = "bench"
 REPORTS = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING, JobState.SUCCEEDED)
 """After the claim, the legal path to ``succeeded`` (claimed -> running is refused by CAS)."""
@@ -51,20 +62,11 @@ RAW_STATES = ("claimed", *(s.value for s in REPORTS))
 WAKE_RUNS = {"wake_latency_ms": ("local", None), "wake_latency_ms_poll_0_2": ("local-fast", 0.2)}
 """JSON key -> (cluster, agent --poll-interval; None = the default). One cluster per agent
 run, so a long-poll left behind by the previous agent cannot take the next run's jobs."""
-STAMP = ("import sys, time; time.sleep(float(sys.argv[2])); f = open(sys.argv[1], 'w'); "
-         "f.write(repr(time.time())); f.close()")
-"""The wake-latency job: sleeps, then writes the time as its last act."""
 WAKE_SLEEP_S = 0.3
 """The wake job sleeps this long plus a random part of the agent's poll interval, so its end
 falls anywhere between two polls (a fixed duration would measure one fixed phase)."""
 CLAIM_PAUSE_S = 0.05
 STEP_TIMEOUT_S = 900.0
-
-console = Console(stderr=True)
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it claims to (a refused report, a lost job...)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,13 +78,7 @@ class BenchConfig:
     wake_samples: int
     quick: bool
     output: Path
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    admin: str
-    agents: dict[str, str]
-    """Cluster -> agent token."""
+    balanced: bool = True
 
 
 @dataclass(slots=True)
@@ -94,70 +90,6 @@ class Progress:
 
 
 # -- processes, databases, tokens -------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-@contextlib.asynccontextmanager
-async def process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[
-        subprocess.Popen[bytes]]:
-    """A child process with its output in ``log``; stopped (TERM, then KILL) on exit."""
-    proc = _spawn(argv, env, log)
-    try:
-        yield proc
-    finally:
-        await asyncio.to_thread(_stop, proc)
-
-
-@contextlib.asynccontextmanager
-async def server(dsn: str, work: Path, name: str) -> AsyncIterator[str]:
-    """A real Bridgehead server (uvicorn, own process) on ``dsn``; yields its URL."""
-    port, log = free_port(), work / f"server-{name}.log"
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "bridgehead.server.app:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            "--log-level", "warning", "--timeout-graceful-shutdown", "2"]
-    env = {**os.environ, "BRIDGEHEAD_STORE": dsn, "BRIDGEHEAD_HOME": str(work / "home")}
-    async with process(argv, env, log) as proc:
-        url = f"http://127.0.0.1:{port}"
-        await _until_healthy(url, proc, log)
-        yield url
-
-
-async def _until_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(f"the server exited with {proc.returncode}:\n{tail(log)}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get("/health")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise BenchError(f"the server did not become healthy in 30 s:\n{tail(log)}")
 
 
 def dsn_for(dsn: str, database: str) -> str:
@@ -180,22 +112,6 @@ async def pg_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
         yield dsn_for(admin_dsn, name)
     finally:
         await pg_execute(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-async def make_tokens(dsn: str, clusters: Sequence[str]) -> Tokens:
-    """Migrate the store and make an admin token and one agent token per cluster."""
-    store = create_store(dsn)
-    await store.open()
-    try:
-        _, admin = await store.create_token(name="bench-admin", role=Role.ADMIN, cluster=None,
-                                            tenant=None)
-        agents = {}
-        for cluster in clusters:
-            _, agents[cluster] = await store.create_token(
-                name=f"bench-{cluster}", role=Role.AGENT, cluster=cluster, tenant=None)
-    finally:
-        await store.close()
-    return Tokens(admin, agents)
 
 
 async def migrate(dsn: str) -> None:
@@ -419,7 +335,7 @@ async def wake_latency(url: str, tokens: Tokens, cluster: str, work: Path, sampl
     rng = random.Random(samples)
     try:
         async with agent(url, tokens.agents[cluster], cluster, work, poll_s) as proc:
-            await _until_online(admin, cluster, proc, log)
+            await until_online(admin, cluster, proc, log)
             out = []
             for i in range(samples + 1):
                 spec = JobSpec(cluster=cluster, command=(
@@ -431,18 +347,6 @@ async def wake_latency(url: str, tokens: Tokens, cluster: str, work: Path, sampl
     return out[1:]  # the first is a warm-up
 
 
-async def _until_online(admin: AsyncClient, cluster: str, proc: subprocess.Popen[bytes],
-                        log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"the agent exited with {proc.returncode}:\n{tail(log)}")
-        if any(c["name"] == cluster and c["online"] for c in await admin.clusters()):
-            return
-        await asyncio.sleep(0.1)
-    raise BenchError(f"the agent of {cluster} did not come online in 30 s:\n{tail(log)}")
-
-
 async def _wake_sample(admin: AsyncClient, spec: JobSpec, log: Path) -> float:
     job = await admin.submit(spec)
     done = await admin.wait(job.id, until="terminal", timeout=60)
@@ -452,10 +356,6 @@ async def _wake_sample(admin: AsyncClient, spec: JobSpec, log: Path) -> float:
     return (returned - read_stamp(Path(spec.command[3]))) * 1000
 
 
-def read_stamp(path: Path) -> float:
-    return float(path.read_text())
-
-
 # -- the runs -----------------------------------------------------------------------------------
 def backend_figures(n: int, wall_s: float, raw_wall_s: float, claims: list[int]) -> dict[str, Any]:
     bridgehead, raw = n / wall_s, n / raw_wall_s
@@ -463,13 +363,6 @@ def backend_figures(n: int, wall_s: float, raw_wall_s: float, claims: list[int])
             "ratio": round(raw / bridgehead, 2), "wall_s": round(wall_s, 3),
             "raw_sql_wall_s": round(raw_wall_s, 3), "claims": len(claims),
             "mean_claim_size": round(statistics.fmean(claims), 1) if claims else 0}
-
-
-def latency_figures(samples_ms: list[float], **extra: Any) -> dict[str, Any]:
-    q = statistics.quantiles(samples_ms, n=100, method="inclusive")
-    return {"p50": round(q[49], 1), "p99": round(q[98], 1),
-            "mean": round(statistics.fmean(samples_ms), 1), "max": round(max(samples_ms), 1),
-            "samples": len(samples_ms), **extra}
 
 
 async def run_postgres(cfg: BenchConfig, work: Path) -> dict[str, Any]:
@@ -487,6 +380,45 @@ async def run_postgres(cfg: BenchConfig, work: Path) -> dict[str, Any]:
         raw_wall = await raw_postgres(raw_dsn, cfg.jobs)
     return {"postgres": backend_figures(cfg.jobs, wall, raw_wall, claims),
             "claim_latency_ms": latency_figures(latencies, store="postgres")}
+
+
+async def balanced_run(cfg: BenchConfig, work: Path, replicas: int) -> dict[str, Any]:
+    """The throughput run through haproxy in front of ``replicas`` servers on one fresh
+    PostgreSQL database, and the requests each replica served (its /metrics): BenchError if
+    one served none, as the figure would not be two replicas'."""
+    name = f"bh_bench_lb_{secrets.token_hex(4)}"
+    async with pg_database(cfg.pg_dsn, name) as dsn, contextlib.AsyncExitStack() as stack:
+        tokens = await make_tokens(dsn, [CLUSTER])
+        urls = [await stack.enter_async_context(server(dsn, work, f"lb{replicas}-{i}"))
+                for i in range(replicas)]
+        url = await stack.enter_async_context(balancer(urls, work, f"lb{replicas}"))
+        console.log(f"postgres: {cfg.jobs} jobs through haproxy {url}, {replicas} replica(s)")
+        wall, claims = await throughput(url, tokens, cfg.jobs, cfg.agents)
+        served = [await requests_served(u, tokens.admin) for u in urls]
+    per_replica = [{"claims": s.get("POST /v1/agent/claim", 0),
+                    "reports": s.get("POST /v1/agent/report", 0),
+                    "submits": s.get("POST /v1/jobs/batch", 0),
+                    "api_requests": sum(n for k, n in s.items() if " /v1/" in k)}
+                   for s in served]
+    idle = [i for i, r in enumerate(per_replica) if not r["api_requests"]]
+    if idle:
+        raise BenchError(f"replica(s) {idle} of {replicas} behind haproxy served no API "
+                         f"request: {per_replica}")
+    return {"replicas": replicas, "jobs": cfg.jobs, "jobs_per_s": round(cfg.jobs / wall, 1),
+            "wall_s": round(wall, 3), "claims": len(claims), "requests_per_replica": per_replica}
+
+
+async def run_balanced(cfg: BenchConfig, work: Path, one_server: dict[str, Any],
+                       ) -> dict[str, Any]:
+    """Two replicas behind haproxy against one server (the direct run, same jobs, same run)
+    and against one replica behind the same haproxy (what the balancer itself costs)."""
+    one = await balanced_run(cfg, work, 1)
+    two = await balanced_run(cfg, work, 2)
+    return {"lb_two_replicas": two, "lb_one_replica": one,
+            "one_server": {"jobs": one_server["jobs"], "jobs_per_s": one_server["jobs_per_s"],
+                           "wall_s": one_server["wall_s"]},
+            "ratio": round(two["jobs_per_s"] / one_server["jobs_per_s"], 2),
+            "ratio_vs_lb_one_replica": round(two["jobs_per_s"] / one["jobs_per_s"], 2)}
 
 
 async def run_sqlite(cfg: BenchConfig, work: Path) -> dict[str, Any]:
@@ -520,7 +452,10 @@ async def run(cfg: BenchConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bh-bench-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         os.environ["BRIDGEHEAD_HOME"] = str(work / "home")  # no user config.toml/client.toml
-        results = {**await run_postgres(cfg, work), **await run_sqlite(cfg, work)}
+        results = await run_postgres(cfg, work)
+        if cfg.balanced:
+            results["load_balancer"] = await run_balanced(cfg, work, results["postgres"])
+        results.update(await run_sqlite(cfg, work))
     results["aims"] = aims(results)
     results["machine"] = await machine(cfg)
     results["run"] = {"quick": cfg.quick, "agents": cfg.agents, "batch": BATCH,
@@ -560,6 +495,15 @@ def table(r: dict[str, Any]) -> Table:
               f"{pg['raw_sql_jobs_per_s']:,.0f}", f"{pg['ratio']:.1f}x",
               ">= 1,000 jobs/s, within 5x of raw SQL",
               _met(a["postgres_jobs_per_s >= 1000"], a["postgres_ratio <= 5"]))
+    if lb := r.get("load_balancer"):
+        two, one = lb["lb_two_replicas"], lb["lb_one_replica"]
+        served = " + ".join(f"{x['api_requests']:,}" for x in two["requests_per_replica"])
+        t.add_row("Throughput, PostgreSQL, haproxy + 2 replicas (jobs/s)",
+                  f"{two['jobs_per_s']:,.0f}", "-", f"{lb['ratio']:.2f}x one server", "-",
+                  f"requests per replica {served}")
+        t.add_row("Throughput, PostgreSQL, haproxy + 1 replica (jobs/s)",
+                  f"{one['jobs_per_s']:,.0f}", "-",
+                  f"2 replicas {lb['ratio_vs_lb_one_replica']:.2f}x", "-", "")
     t.add_row("Throughput, SQLite (jobs/s)", f"{sq['jobs_per_s']:,.0f}",
               f"{sq['raw_sql_jobs_per_s']:,.0f}", f"{sq['ratio']:.1f}x", "-", "")
     t.add_row("Claim latency, PostgreSQL (ms)", _latency(r["claim_latency_ms"]), "-", "-",
@@ -579,6 +523,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
                                                            DEFAULT_PG_DSN),
                         help="PostgreSQL server (a fresh database is made and dropped on it)")
     parser.add_argument("--agents", type=int, default=4, help="concurrent fake agents")
+    parser.add_argument("--no-balancer", action="store_true",
+                        help="skip the runs through haproxy (two replicas vs one server)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     jobs = args.jobs or (1000 if args.quick else 5000)
@@ -587,7 +533,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     return BenchConfig(jobs=jobs, pg_dsn=args.pg_dsn, agents=args.agents,
                        claim_samples=50 if args.quick else 200,
                        wake_samples=10 if args.quick else 30, quick=args.quick,
-                       output=args.output)
+                       output=args.output, balanced=not args.no_balancer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -602,17 +548,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     publish(results, cfg.output, table(results), width=140)
     return 0
-
-
-def publish(results: dict[str, Any], output: Path, rendered: Table, *, width: int) -> None:
-    """Write the JSON results and print the table (``width`` columns when not a terminal)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    out = Console()
-    if not out.is_terminal:
-        out.width = width
-    out.print(rendered)
-    console.print(f"results written to {output} in {results['run']['duration_s']} s")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker import console, latency_figures, publish  # noqa: E402
+from common import console, latency_figures, publish  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tests.airflow.standalone import AirflowInstance, airflow_standalone  # noqa: E402
 from tests.procs import Stack, eventually, make_token, stack  # noqa: E402

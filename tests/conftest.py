@@ -85,3 +85,22 @@ async def store(store_dsn: str) -> AsyncIterator[JobStore]:
         yield s
     finally:
         await s.close()
+
+
+_last_test = ["(none)"]
+"""The test that ran last (for the message below)."""
+
+
+@pytest.fixture(autouse=True)
+def _no_event_loop_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """An event loop left marked running in the main thread makes every later asyncio.run()
+    fail ("cannot be called from a running event loop"), far from the cause: a test that
+    finds one names the test that ran before it. tests/ui is exempt while it runs: Playwright's
+    sync API keeps its loop running for the package's browser, torn down after its last test."""
+    if request.node.path.parent.name != "ui" and asyncio._get_running_loop() is not None:
+        leaked = asyncio._get_running_loop()
+        asyncio.events._set_running_loop(None)  # so the tests after this one can run
+        pytest.fail(f"an event loop was left running in the main thread by {_last_test[0]} "
+                    f"or a fixture that ended after it: {leaked!r}")
+    yield
+    _last_test[0] = request.node.nodeid

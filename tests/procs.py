@@ -176,3 +176,15 @@ def stack(home: Path, dsn: str | None = None, *, agent: bool = True,
         for a in running.agents:
             a.kill()
         running.server.kill()
+
+
+def bh(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The ``bridgehead`` CLI as a user of ``home`` runs it (its client config, its server)."""
+    return subprocess.run([sys.executable, "-m", "bridgehead.cli.main", *args],
+                          env=env_for(home), capture_output=True, text=True, timeout=timeout)
+
+
+def bh_in(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bridgehead`` run from the directory ``cwd`` (relative paths are the user's)."""
+    return subprocess.run([sys.executable, "-m", "bridgehead", *args], env=env_for(home),
+                          cwd=cwd, capture_output=True, text=True, timeout=120)

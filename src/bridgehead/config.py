@@ -28,10 +28,39 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_origin
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridgehead.domain.egress import parse_entry
+from bridgehead.domain.pools import InvalidPool, Pool, pool_from_dict
 from bridgehead.errors import ConfigError
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"{str(value)!r} is not a file")
+    return value
+
+
+def server_urls(value: str) -> list[str]:
+    """The server URLs of a comma-separated list (``URL1,URL2``: replicas, tried in order);
+    ConfigError naming an entry that is not an http(s) URL."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError("no server URL given")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"server URL {url!r} is not http(s)://host[:port]")
+    return urls
 
 
 def home() -> Path:
@@ -116,7 +145,18 @@ class _Settings(BaseSettings):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"bad setting {where}: {first['msg']}") from exc
+            raise ConfigError(f"bad setting {where or 'combination'}: {first['msg']}") from exc
+
+
+class PriceSettings(BaseModel):
+    """``[server.prices.<cluster>]``: what a cluster costs (:class:`bridgehead.domain.costs.Price`)
+    per core-hour, node-hour, gpu-hour and normalized instance-hour (EMR)."""
+
+    model_config = ConfigDict(extra="forbid")
+    core_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    node_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    gpu_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    instance_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class ServerSettings(_Settings):
@@ -128,12 +168,89 @@ class ServerSettings(_Settings):
     lease_s: float = Field(default=60.0, gt=0)
     cluster_ttl_s: float = Field(default=30.0, gt=0)
     max_wait_s: float = Field(default=60.0, gt=0)
+    max_requests_per_token: int = Field(default=16, ge=0)
+    """How many requests of one token one server process serves at once; more are answered
+    429 with Retry-After (the SDK waits and sends again), so a client flooding the server
+    cannot starve the agents' claims and reports. Long-polls are not counted. 0: no limit.
+    See :mod:`bridgehead.server.limits`."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    ui_session_s: float = Field(default=8 * 3600.0, gt=0)
+    """How long a web UI session lasts after its login (it ends sooner at logout or when its
+    token is revoked)."""
+    workflows_dir: Path = Field(default_factory=lambda: home() / "workflows")
+    """The workflow files the server keeps: the web UI's editor saves ``<name>.yaml`` here
+    (admins only; the directory is made on the first save). Their ``schedule:`` blocks are
+    the server's schedules (replicas should share the folder)."""
+    schedule_pass_s: float = Field(default=5.0, gt=0)
+    """How often the scheduler (the leader among replicas) looks for due ticks; a run that
+    ends wakes it at once."""
+    schedule_clock_file: Path | None = None
+    """Testing only: the schedules' clock is read from this file (UNIX seconds) instead of
+    the system's, to drive ticks. Never set it in production."""
+    max_lost_attempts: int = Field(default=3, ge=0, le=100)
+    """How many attempts of one job the infrastructure may lose (a dead node, worker or
+    cluster, as the backend knows it) before the job ends ``lost``: each lost attempt gets one
+    new attempt until then. These never use up a workflow step's ``retries``. 0: none."""
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    """Each cluster's price (``bridgehead cost``, ``GET /v1/costs``); a cluster without one is
+    listed as unpriced, its attempts costing 0."""
+    cost_anomaly_window_s: float = Field(default=7 * 86400.0, gt=0, le=366 * 86400.0)
+    """How far back a workflow's earlier runs are priced for ``bridgehead.cost.anomaly`` (a run
+    costing more than 1.5x the trailing p90 of up to 20 earlier runs in this window)."""
+    webhook_allow: list[str] = Field(default_factory=list)
+    """Rule webhooks reach public addresses only; these entries open exceptions: addresses,
+    CIDRs or host names, each optionally with ``:port`` (``127.0.0.1:9000``, ``10.0.0.0/8``,
+    ``hooks.internal``). See :mod:`bridgehead.domain.egress`."""
+
+    pools: list[dict[str, Any]] = Field(default_factory=list)
+    """``[[server.pools]]``: the elastic pools (:func:`bridgehead.domain.pools.pool_from_dict`
+    reads each; :meth:`pool_list` refuses a bad one naming the field)."""
+    scale_interval_s: float = Field(default=5.0, gt=0)
+    """How often the scaler plans (the leader among replicas)."""
+    orphan_grace_s: float = Field(default=60.0, ge=0)
+    """A node its provider has and no pool asked for is terminated once seen this long."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain to serve HTTPS with (with ``tls_key``)."""
+    tls_key: Path | None = None
+    """The certificate's PEM private key (readable by the server's user only)."""
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _egress_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_entry(entry)  # ValueError names the entry
+        return value
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return _existing_file(value)
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)")
+        return self
 
     @property
     def dsn(self) -> StoreDsn:
         return StoreDsn.parse(self.store)
+
+    def pool_list(self) -> list[Pool]:
+        """The configured pools; InvalidPool naming the field (``pools[1].max_nodes: ...``,
+        ``pools[0].options.boot_s: ...``) for a bad one, or for two pools of one name."""
+        from bridgehead.pools.providers import make  # the providers import backends
+
+        out: list[Pool] = []
+        for i, table in enumerate(self.pools):
+            pool = pool_from_dict(table, ("pools", i))
+            InvalidPool.located(("pools", i), make, pool)  # its provider checks its options
+            if any(p.name == pool.name for p in out):
+                raise InvalidPool(f"pool {pool.name!r} is defined twice", ("pools", i, "name"))
+            out.append(pool)
+        return out
 
 
 class SlurmSettings(BaseModel):
@@ -143,7 +260,9 @@ class SlurmSettings(BaseModel):
     conf: Path | None = None
     """The cluster's slurm.conf (exported as SLURM_CONF to every Slurm command)."""
     bin_dir: Path | None = None
-    """Where sbatch, squeue, sacct, scancel and scontrol are (default: PATH)."""
+    """The directory holding sbatch, squeue, sacct, scancel and scontrol (an absolute path,
+    e.g. a site's /opt/slurm/bin, or wrappers that run another Slurm release's tools); the
+    backends run ``<bin_dir>/sbatch`` and so on. Default: each is found on PATH."""
     job_root: Path | None = None
     """A directory on the file system the head node shares with the compute nodes: each job's
     stdout/stderr go there and it is the default working dir (default: state_dir/slurm)."""
@@ -160,10 +279,128 @@ class SlurmSettings(BaseModel):
     rest_user: str | None = None
     """The user the JWT speaks for (default: the agent's user)."""
     rest_token: SecretStr | None = None
-    """A JWT; without one the agent makes its own with ``scontrol token`` and renews it."""
+    """A JWT; without one (or ``rest_token_file``) the agent makes its own with ``scontrol
+    token`` and renews it."""
+    rest_token_file: Path | None = None
+    """A file holding the JWT (as ``token_file``: the agent's user's, mode 600), read again
+    whenever it changes: for an agent on a host without Slurm, the site's tooling renews it."""
     rest_token_lifespan_s: int = Field(default=3600, ge=60)
     rest_version: str | None = None
     """OpenAPI version to speak (e.g. v0.0.38); default: the newest both sides know."""
+
+    @field_validator("bin_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory")
+        return value
+
+
+class SparkSettings(BaseModel):
+    """``[agent.spark]`` in config.toml, or ``BRIDGEHEAD_SPARK__<NAME>`` in the environment: a
+    Spark standalone cluster driven by the ``spark_standalone`` backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    master_url: str = "spark://127.0.0.1:7077"
+    """The master's RPC URL (``spark.master`` of every application)."""
+    rest_url: str = "http://127.0.0.1:6066"
+    """The master's REST submission server (``spark.master.rest.enabled``; it has no
+    authentication: bind it to loopback or put a ``spark.master.rest.filters`` filter on it)."""
+    json_url: str = "http://127.0.0.1:8080/json/"
+    """The master web UI's JSON (all drivers and apps in one answer: the batched poll)."""
+    work_dir: Path | None = None
+    """The workers' work dir, when this host sees it (``<work_dir>/<driver-id>/stdout``):
+    logs are read there; without it, from each worker's web UI (``/log/``)."""
+    python: str | None = None
+    """``spark.pyspark.python`` for Python applications (default: Spark's, ``python3``)."""
+    max_cores: int | None = Field(default=None, ge=1)
+    """Cluster-wide cap on one application's cores (driver + executors): clamps executors."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    client_version: str = "4.0.0"
+    """``clientSparkVersion`` sent with each submission."""
+
+
+class LivySettings(BaseModel):
+    """``[agent.livy]`` in config.toml, or ``BRIDGEHEAD_LIVY__<NAME>`` in the environment: an
+    Apache Livy server (and optionally the YARN ResourceManager behind it) driven by the
+    ``livy`` backend (see deploy/livy/README.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = "http://127.0.0.1:8998"
+    """Livy's REST API (``/batches``)."""
+    yarn_url: str | None = None
+    """The YARN ResourceManager's web services (``http://rm:8088``): with it, YARN confirms
+    each end and gives exact usage (vcoreSeconds) in one extra query per poll cycle."""
+    requested_by: str = "bridgehead"
+    """The ``X-Requested-By`` header of every non-GET request (Livy's CSRF protection)."""
+    verify: bool | str = True
+    """TLS: verify Livy's and YARN's certificates (or the path of a CA bundle)."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    page_size: int = Field(default=1000, ge=1, le=10000)
+    """Batches per ``GET /batches`` page (one page per poll when Livy has fewer)."""
+    log_interval_s: float = Field(default=10.0, ge=0)
+    """Read a running batch's log at most this often (one request per batch: Livy has no
+    bulk log call); an ended batch's log is read at once."""
+    proxy_user: str | None = None
+    """Livy's ``proxyUser`` for every batch (sent only when given)."""
+    queue: str | None = None
+    """The YARN queue of every batch (sent only when given)."""
+    conf: dict[str, str] = Field(default_factory=dict)
+    """Spark conf defaults under each job's own ``conf`` (the job's value wins)."""
+    max_cores: int | None = Field(default=None, ge=1)
+    """Cluster-wide cap on one application's cores (driver + executors): clamps executors."""
+
+
+def _default_instance_groups() -> list[dict[str, Any]]:
+    return [{"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+             "InstanceType": "m5.xlarge", "InstanceCount": 1},
+            {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
+             "InstanceType": "m5.xlarge", "InstanceCount": 2}]
+
+
+class EmrSettings(BaseModel):
+    """``[agent.emr]`` in config.toml, or ``BRIDGEHEAD_EMR__<NAME>`` in the environment: the
+    POOL of EMR clusters the ``emr`` backend runs steps on (see deploy/emr/README.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pool: str = ""
+    """The pool's name in its clusters' names (``bh-<pool>-g<N>``) and tags (default: the
+    agent's cluster name)."""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    """Another EMR endpoint (a moto server in tests); default: the region's."""
+    release_label: str = "emr-7.5.0"
+    applications: list[str] = Field(default_factory=lambda: ["Spark"])
+    instance_groups: list[dict[str, Any]] = Field(default_factory=_default_instance_groups)
+    """RunJobFlow's ``Instances.InstanceGroups``, verbatim (e.g. a spot TASK group)."""
+    instance_fleets: list[dict[str, Any]] = Field(default_factory=list)
+    """RunJobFlow's ``Instances.InstanceFleets``, verbatim; given, it replaces the groups."""
+    subnet_id: str | None = None
+    step_concurrency: int = Field(default=8, ge=1, le=256)
+    """Each cluster's StepConcurrencyLevel: the steps it runs at once."""
+    min_clusters: int = Field(default=0, ge=0)
+    max_clusters: int = Field(default=1, ge=1)
+    idle_timeout_s: float = Field(default=600.0, gt=0)
+    """A cluster with no active step for this long is terminated (down to ``min_clusters``)."""
+    auto_termination_s: int = Field(default=3600, ge=60, le=604800)
+    """EMR's own AutoTerminationPolicy IdleTimeout: the backstop while Bridgehead is down."""
+    log_uri: str | None = None
+    """``s3://bucket/prefix/``: EMR writes each step's stdout/stderr there (gzipped)."""
+    service_role: str = "EMR_DefaultRole"
+    job_flow_role: str = "EMR_EC2_DefaultRole"
+    tags: dict[str, str] = Field(default_factory=dict)
+    """More tags on every cluster (Bridgehead adds ``bridgehead:pool`` and
+    ``bridgehead:generation``)."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EmrSettings:
+        if self.min_clusters > self.max_clusters:
+            raise ValueError(f"min_clusters ({self.min_clusters}) is above max_clusters "
+                             f"({self.max_clusters})")
+        return self
 
 
 class AgentSettings(_Settings):
@@ -180,7 +417,8 @@ class AgentSettings(_Settings):
     CAP_SETUID/CAP_SETGID)."""
     run_as_tenants: dict[str, str] = Field(default_factory=dict)
     """Per tenant, the user its jobs run as (instead of ``run_as``)."""
-    backend: Literal["local", "slurm_cli", "slurm_rest"] = "local"
+    backend: Literal["local", "slurm_cli", "slurm_rest", "spark_standalone",
+                     "emr", "livy"] = "local"
     state_dir: Path = Field(default_factory=lambda: home() / "agent")
     slots: int | None = Field(default=None, ge=1)
     allowed_roots: list[Path] = Field(default_factory=list)
@@ -192,12 +430,21 @@ class AgentSettings(_Settings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    livy: LivySettings = Field(default_factory=LivySettings)
+    emr: EmrSettings = Field(default_factory=EmrSettings)
+    ca_bundle: Path | None = None
+    """PEM CA certificates that sign the server's TLS certificate (default: certifi's)."""
     wake_dir: Path | None = None
     """Bind the wake socket in this directory (named after the agent) instead of the state
     dir: where a scheduler hook (``bridgehead slurm-event --wake-dir``) looks for agents."""
     failpoint: str = ""
-    """Crash testing only (BRIDGEHEAD_FAILPOINT): ``after-backend-submit`` makes the agent
-    SIGKILL itself right after the scheduler took a job, before its native id is recorded."""
+    """Crash testing only (BRIDGEHEAD_FAILPOINT): ``before-backend-submit`` makes the agent
+    SIGKILL itself once a job is ``submitting``, right before the scheduler is called;
+    ``after-backend-submit`` right after the scheduler took a job, before its native id is
+    recorded;
+    on the emr backend ``emr-after-run-job-flow`` and ``emr-after-add-steps`` right after
+    those calls, before the pool's record has their answer."""
 
     def with_token(self) -> AgentSettings:
         """These settings with ``token`` read from ``token_file`` when one is given (it wins
@@ -224,14 +471,26 @@ class ClientSettings(_Settings):
     url: str = "http://127.0.0.1:8765"
     token: str | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    ca_bundle: Path | None = None
+    """PEM CA certificates that sign the server's TLS certificate (default: certifi's)."""
 
     @classmethod
     def load(cls, **overrides: Any) -> Any:
         """As other settings, with ``client.toml`` (written by ``bridgehead up``) under env."""
         saved = read_client_file()
         merged = {k: v for k, v in saved.items() if f"BRIDGEHEAD_{k.upper()}" not in os.environ}
+        merged.update(_CLIENT_FLAGS)
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return super().load(**merged)
+
+
+_CLIENT_FLAGS: dict[str, Any] = {}
+
+
+def set_client_flags(**flags: Any) -> None:
+    """The ``bridgehead`` command's own options (``--server``, ``--ca-bundle``): they beat
+    every other layer of :class:`ClientSettings` for the rest of this process."""
+    _CLIENT_FLAGS.update({k: v for k, v in flags.items() if v is not None})
 
 
 class AirflowSettings(_Settings):
@@ -264,9 +523,12 @@ OTHER_VARIABLES = (
     "BRIDGEHEAD_HOME",         # home(): config.toml, client.toml, the SQLite store, agent state
     "BRIDGEHEAD_CONFIG",       # config_file()
     "BRIDGEHEAD_JOB_ID",       # set by agents in every job's environment
+    "BRIDGEHEAD_ARRAY_INDEX",  # set by the local backend in an array element's environment
     "BRIDGEHEAD_ARGC",         # set for a Slurm job's argv wrapper, unset before the command
     "BRIDGEHEAD_ARGV_*",
     "BRIDGEHEAD_TEST_PG_DSN",  # the test suite's and bench/broker.py's PostgreSQL
+    "BRIDGEHEAD_TEST_CHROMIUM",  # the browser of the web UI's tests
+    "BRIDGEHEAD_UI_SCREENSHOT",  # where tests/ui also writes the README's screenshot
 )
 """``BRIDGEHEAD_*`` names that are not settings fields but are read or set by Bridgehead; a
 name ending in ``*`` is a family (``BRIDGEHEAD_ARGV_0``, ``BRIDGEHEAD_ARGV_1``, ...)."""

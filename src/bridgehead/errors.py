@@ -15,7 +15,8 @@
     │   ├── BackendUnavailable the scheduler cannot be reached: retry later, change nothing
     │   └── SubmitRejected     the scheduler refused the job: it fails with this message
     └── ClientError            the SDK could not talk to the server, or it answered an error
-        └── ServerUnavailable  connection refused / timed out / 5xx: retry later
+        ├── ServerUnavailable  connection refused / timed out / 5xx: retry later
+        └── RateLimited        429: too many requests of the token at once (SDK retries)
 
 Each class's docstring is its default message. Drivers' exceptions are translated at the
 boundary where they occur, always ``raise ... from exc``.
@@ -129,3 +130,12 @@ class ClientError(BridgeheadError):
 
 class ServerUnavailable(ClientError):
     """The Bridgehead server cannot be reached."""
+
+
+class RateLimited(ClientError):
+    """The server refused the request for now (429: this token has too many requests in
+    service at once); nothing of it was done. ``retry_after``: the seconds it asked to wait."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after

@@ -1,7 +1,7 @@
-"""``dag.test()`` on Airflow 3 runs a DAG made from workflow YAML through a real Bridgehead
-server and local agent: a chain, a fan-out whose width comes from the run's conf, a failing
-branch. The jobs really run on the agent, their logs appear in the task logs, the failing
-job fails its task with its exit code and its dependents are not run."""
+"""``dag.test()`` (Airflow 3.3 and 2.10) runs a DAG made from workflow YAML through a real
+Bridgehead server and local agent: a chain, a fan-out whose width comes from the run's conf,
+a failing branch. The jobs really run on the agent, their logs appear in the task logs, the
+failing job fails its task with its exit code and its dependents are not run."""
 
 from __future__ import annotations
 

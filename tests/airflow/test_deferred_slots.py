@@ -12,9 +12,11 @@ import pytest
 from bridgehead.client import Client
 from bridgehead.domain.jobs import JobState
 from tests.airflow.conftest import AirflowLab
+from tests.airflow.requirements import AIRFLOW_2, STANDALONE_IS_AIRFLOW_3
 from tests.procs import eventually
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow,
+              pytest.mark.skipif(AIRFLOW_2, reason=STANDALONE_IS_AIRFLOW_3)]
 N = 50
 
 

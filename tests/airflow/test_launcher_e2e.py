@@ -13,8 +13,10 @@ import pytest
 
 from bridgehead.client import Client
 from tests.airflow.conftest import AirflowLab
+from tests.airflow.requirements import AIRFLOW_2, STANDALONE_IS_AIRFLOW_3
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow,
+              pytest.mark.skipif(AIRFLOW_2, reason=STANDALONE_IS_AIRFLOW_3)]
 
 OK_LINES = ["[prep] LAUNCH-prep x={x}", "[fan[0]] LAUNCH-fan-0", "[fan[1]] LAUNCH-fan-1",
             "[fan[2]] LAUNCH-fan-2", "[join] LAUNCH-join", "[join] (stderr) LAUNCH-join-err"]

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,7 @@ class FakeWorld:
         self.n, self.ends = n, time.monotonic() + running_s
         self.log_reads = 0
         self.reads_after_end = 0
+        self.job_reads_after_end: Counter[int] = Counter()
         self.jobs = [Job(id=f"{i:026d}", state=JobState.RUNNING, spec=JobSpec(
             cluster="local", command=("echo",), labels={
                 "airflow.dag_id": "d", "airflow.run_id": "r", "airflow.task_id": "w",
@@ -256,7 +258,8 @@ class FakeWorld:
         stream, offset = params["stream"], int(params["offset"])
         i = int(job_id)
         text = {"stdout": f"first-{i}\nsecond-", "stderr": ""}[stream]
-        if self.over and self.reads_after_end > self.n * 2:  # the rest comes a bit later
+        self.job_reads_after_end[i] += self.over
+        if self.job_reads_after_end[i] > 2:  # the rest comes after the first read past the end
             text = {"stdout": f"first-{i}\nsecond-{i}\nno newline", "stderr": f"warn-{i}\n"}[
                 stream]
         data = text.encode()[offset:] if self.over else b""

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.requirements import require_airflow
+from tests.airflow.requirements import AIRFLOW_2, require_airflow
 from tests.procs import Stack, eventually, stack
 
 require_airflow()
@@ -159,6 +159,33 @@ def test_on_kill_cancels_the_job(conn: Client) -> None:
     assert conn.wait(job_id, until="terminal", timeout=30).state is JobState.CANCELLED
 
 
+# How the scheduler resumes a task whose deferral timed out: airflow/jobs/scheduler_job_runner.py,
+# check_trigger_timeouts (2.10.5 line 2043: a plain string; 3.3.2 line 3407:
+# TriggerFailureReason.TRIGGER_TIMEOUT, a str enum, airflow/sdk/bases/operator.py line 124).
+TIMED_OUT = {"error": "Trigger/execution timeout" if AIRFLOW_2 else "Trigger timeout"}
+
+
+def test_deferral_timeout_cancels_the_job_and_fails_the_task(conn: Client) -> None:
+    op = BridgeheadOperator(task_id="late", command=[sys.executable, "-c",
+                            "import time; time.sleep(60)"])
+    job_id = _deferred_job_id(op, _context(_ti("late")))
+    resumed = BridgeheadOperator(task_id="late", command=op.command)  # a new worker's copy
+    with pytest.raises(AirflowException, match="imeout"):
+        resumed.resume_execution("__fail__", dict(TIMED_OUT), _context(_ti("late")))
+    assert conn.wait(job_id, until="terminal", timeout=30).state is JobState.CANCELLED
+
+
+def test_a_failed_trigger_does_not_cancel_the_job(conn: Client) -> None:
+    op = BridgeheadOperator(task_id="trigger_failed", command=[sys.executable, "-c",
+                            "print('fine')"])
+    job_id = _deferred_job_id(op, _context(_ti("trigger_failed")))
+    with pytest.raises(AirflowException):
+        op.resume_execution("__fail__", {"error": "Trigger failure"},
+                            _context(_ti("trigger_failed")))
+    final = conn.wait(job_id, until="terminal", timeout=30)
+    assert final.state is JobState.SUCCEEDED and not final.cancel_requested
+
+
 def test_failed_job_fails_the_task_with_exit_code_and_last_lines(conn: Client) -> None:
     op = BridgeheadOperator(task_id="fails", command=[
         sys.executable, "-c",
@@ -215,6 +242,21 @@ def test_build_spec_uses_run_params_and_labels(conn: Client) -> None:
     assert spec.scheduler_options == ("--constraint=a100", "--cpus-per-task=2", "--qos=high")
     assert spec.labels["airflow.map_index"] == "3" and spec.labels["airflow.try_number"] == "1"
     assert spec.idempotency_key == "airflow:dag1:manual__2026-11-30T00:00:00+00:00:step:3:1"
+
+
+def test_script_directives_as_in_a_native_submit(conn: Client) -> None:
+    """The operator's default name does not beat a script's --job-name, and a resource the
+    task wrote beats the script's directive even at its default (cores 1 over -c 2)."""
+    script = "#!/bin/sh\n#SBATCH --job-name=from-script -c 2\necho hi\n"
+    plain = BridgeheadOperator(task_id="d1", script=script)
+    written = BridgeheadOperator(task_id="d2", script=script, job_resources={"cores": 1})
+    named = BridgeheadOperator(task_id="d3", script=script, job_name="mine")
+    jobs = [conn.get(_deferred_job_id(op, _context(_ti(op.task_id))))
+            for op in (plain, written, named)]
+    assert [(j.spec.name, j.spec.resources.cores) for j in jobs] == [
+        ("from-script", 2), ("from-script", 1), ("mine", 2)]
+    for job in jobs:
+        assert conn.wait(job.id, until="terminal", timeout=30).state is JobState.SUCCEEDED
 
 
 def test_provider_is_registered() -> None:

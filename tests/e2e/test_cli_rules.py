@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli_workflow import CLI
+from tests.e2e.test_rules import LOOPBACK
 from tests.procs import stack
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,8 @@ SECRET = "do-not-show-me"
 
 @pytest.fixture
 def bh(tmp_path: Path) -> Iterator[CLI]:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "config.toml").write_text(LOOPBACK)  # the webhook on 127.0.0.1
     with stack(tmp_path / "home", agent=False) as s:
         cli = CLI(s, tmp_path)
         cli.env["BRIDGEHEAD_TOKEN"] = s.admin  # changing rules needs an admin token

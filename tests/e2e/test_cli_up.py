@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, env_for, eventually, free_port, start_up
+from tests.procs import Proc, bh, bh_in, env_for, eventually, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def bh(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridgehead.cli.main", *args],
-                          env=env_for(home), capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Proc]]:
-    home = tmp_path_factory.mktemp("up")
-    proc = start_up(home, slots=4)
-    yield home, proc
-    proc.kill()
 
 
 def test_submit_wait_status_logs_and_list(up: tuple[Path, Proc]) -> None:
@@ -76,11 +61,6 @@ def test_up_stops_promptly_on_sigterm(tmp_path: Path) -> None:
     eventually(lambda: "Bridgehead is up" in proc.output(), 30, what="the ready line")
     assert proc.kill(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert "Traceback" not in proc.output()
-
-
-def bh_in(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridgehead", *args], env=env_for(home),
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_logs_show_stdout_and_stderr_marked(up: tuple[Path, Proc], tmp_path: Path) -> None:

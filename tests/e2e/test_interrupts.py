@@ -128,13 +128,23 @@ def test_ctrl_c_while_waiting_on_a_server_that_never_answers(
 def test_ctrl_c_while_starting_prints_no_traceback(
         name: str, after_s: float, tmp_path: Path, silent: SilentServer) -> None:
     argv, _ = _commands(tmp_path)[name]
-    proc, log = _start(argv, tmp_path, silent.url)
-    time.sleep(after_s)
-    code, _ = _interrupt(proc)
-    text = log.read_text(errors="replace")
+    for _ in range(5):
+        proc, log = _start(argv, tmp_path, silent.url)
+        time.sleep(after_s)
+        code, _ = _interrupt(proc)
+        text = log.read_text(errors="replace")
+        if not _in_pythons_own_start_up(text):
+            break
     assert "Traceback" not in text, text
     # Killed by the signal before Python set its handlers up, or ended by ours.
     assert code in (-signal.SIGINT, 130, 0), text
+
+
+def _in_pythons_own_start_up(text: str) -> bool:
+    """The interrupt landed while the interpreter itself was starting (importing runpy or
+    site), before the first line of Bridgehead ran: what Python prints then is Python's, and
+    the attempt says nothing of Bridgehead's handling (the test tries again)."""
+    return "Traceback" in text and "/bridgehead/" not in text
 
 
 def test_the_watchdog_ends_a_command_whose_clean_up_blocks(tmp_path: Path) -> None:
@@ -160,3 +170,17 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert proc.stdout.readline() == b"cleaning\n"
     code, _ = _interrupt(proc)
     assert code == 130
+
+
+def test_what_an_interrupt_leaves_half_built_prints_nothing(tmp_path: Path) -> None:
+    """Ctrl-C can land inside ``asyncio.run``'s loop constructor: the half-built loop then fails
+    in ``__del__`` and a coroutine is never awaited. Python would print both to stderr."""
+    script = ("import gc, os, signal\nfrom bridgehead.cli import interrupts\n"
+              "interrupts.install()\n"
+              "class HalfBuilt:\n    def __del__(self):\n        raise AttributeError('_debug')\n"
+              "async def never():\n    pass\n"
+              "try:\n    os.kill(os.getpid(), signal.SIGINT)\nexcept KeyboardInterrupt:\n"
+              "    HalfBuilt(); never(); gc.collect()\n    print('interrupted', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.stdout == b"interrupted\n", proc
+    assert proc.stderr == b"", proc.stderr.decode()

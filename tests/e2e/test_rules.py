@@ -23,6 +23,8 @@ from tests.procs import eventually, make_token, stack
 pytestmark = pytest.mark.slow
 
 SECRET = "hook-secret-123"
+LOOPBACK = '[server]\nwebhook_allow = ["127.0.0.1"]\n'
+"""config.toml of a server whose webhooks may reach the test receivers on 127.0.0.1."""
 
 
 def put_rules(url: str, token: str, rules: list[dict[str, Any]]) -> httpx.Response:
@@ -38,6 +40,7 @@ def rule_events(bh: Client, kind: str) -> list[dict[str, Any]]:
 def test_rules_api_needs_admin_names_bad_fields_and_masks_secrets(tmp_path: Path) -> None:
     hook = {"name": "hook", "match": {"type": "x.y"},
             "actions": [{"webhook": {"url": "http://127.0.0.1:9/h", "secret": SECRET}}]}
+    (tmp_path / "config.toml").write_text(LOOPBACK)
     with stack(tmp_path, agent=False) as s:
         client = make_token(s.dsn, "client")
         assert put_rules(s.server.url, client, [hook]).status_code == 403
@@ -72,6 +75,7 @@ def test_a_signed_webhook_is_retried_and_a_failing_action_stops_no_other_rule(
                      {"submit_job": {"cluster": "local", "name": "after-broken",
                                      "command": ["echo", "{{ data.run }}"]}}]},
     ]
+    (tmp_path / "config.toml").write_text(LOOPBACK)
     with stack(tmp_path) as s, Client(s.server.url, s.admin) as bh:
         assert put_rules(s.server.url, s.admin, rules).status_code == 200
         sent = bh.post_event("run.ended", "runs/7", {"ok": True, "run": "r7"},

@@ -52,7 +52,8 @@ async def test_each_tenant_reads_its_own_events(bh: Api) -> None:
 
 
 async def test_event_ids_are_deduped_per_tenant_and_tenants_cannot_pose(bh: Api) -> None:
-    a, b = bh.tenA, bh.tenB  # type: ignore[attr-defined]
+    a, b = [bearer((await bh.store.create_token(  # each tenant's watcher, one source
+        name="watch/host", role=Role.CLIENT, cluster=None, tenant=t))[1]) for t in ("tenA", "tenB")]
     event = {"type": "file.created", "subject": "x", "source": "watch/host", "id": "f1"}
     first = await bh.http.post("/v1/events", headers=b, json=event)
     again = await bh.http.post("/v1/events", headers=b, json=event)

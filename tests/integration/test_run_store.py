@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bridgehead.controllers.runner import WorkflowRunner
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec, JobState, Transition, new_job_id
 from bridgehead.domain.runs import (
@@ -28,7 +29,6 @@ from bridgehead.domain.workflows import WorkflowSpec
 from bridgehead.errors import Conflict, NotFound
 from bridgehead.store import JobFilter, JobStore, create_store
 from bridgehead.workflows import parse_workflow
-from bridgehead.workflows.runner import WorkflowRunner
 from tests.integration.test_store_contract import walk
 
 S = JobState

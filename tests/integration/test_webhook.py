@@ -1,5 +1,6 @@
 """Webhook delivery against a real HTTP server on 127.0.0.1: retries with one delivery id, a
-signature the receiver can verify, no retry on 4xx, refused connections and timeouts."""
+signature the receiver can verify, no retry on 4xx, refused connections and timeouts. The
+receiver is on loopback, which webhooks may reach only when allowed (LOOPBACK)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from bridgehead.domain.egress import Egress
 from bridgehead.domain.events import Event
 from bridgehead.domain.rules import Webhook, verify
 from bridgehead.rules import Delivery, deliver
 
 SECRET = "s3cret-value"
+LOOPBACK = Egress.of(["127.0.0.1"])
+"""What a server with ``webhook_allow = ["127.0.0.1"]`` lets webhooks reach."""
 EVENT = Event(type="file.created", subject="/data/a.csv", id="ev-42", time=1_700_000_000.0,
               data={"path": "/data/a.csv", "size": 10})
 
@@ -96,6 +100,7 @@ def hook(url: str, **changes: object) -> Webhook:
 
 async def send(webhook: Webhook, client: httpx.AsyncClient, **kwargs: object) -> Delivery:
     body = webhook.body(EVENT, "notify")
+    kwargs.setdefault("egress", LOOPBACK)
     return await deliver(webhook, body, webhook.headers_for(EVENT, "notify", body),
                          client=client, **kwargs)  # type: ignore[arg-type]
 

@@ -256,3 +256,50 @@ def test_json_schema_describes_the_file() -> None:
     assert item["required"] == ["name", "match", "actions"]
     assert set(item["properties"]["actions"]["items"]["properties"]) == {
         "submit_job", "start_workflow", "webhook"}
+
+
+# -- a Spark application as a rule's job -------------------------------------------------------
+def test_a_rule_submits_a_spark_application_with_the_event_in_its_words() -> None:
+    (loaded,) = parse_rules(rule("""\
+          - submit_job:
+              cluster: spark
+              resources: {max_cores: 5}
+              spark:
+                application: /apps/ingest.py
+                arguments: ["{{ data.path }}", --stem, "{{ data.stem }}"]
+                conf: {spark.sql.shuffle.partitions: "{{ data.size }}"}
+                driver_memory: 2G
+                executor_memory: 512
+                executors: 8
+        """), "rules.yaml")
+    (submit,) = loaded.actions
+    assert isinstance(submit, SubmitJob) and validate_rule(loaded.to_dict()) == loaded
+    job = submit.job_spec(EVENT, loaded.name, 0)
+    assert job.spark is not None and job.command == () and job.script is None
+    assert job.spark.arguments == ("/data/incoming/a.csv", "--stem", "a")
+    assert job.spark.conf == {"spark.sql.shuffle.partitions": "10"}
+    assert (job.spark.driver_memory_mb, job.spark.executor_memory_mb) == (2048, 512)
+    assert job.spark.executors == 4  # max_cores 5 = 1 driver core + 4 executors x 1 core
+    assert (job.resources.cores, job.resources.memory_mb) == (5, 2048 + 4 * 512)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("spark: {arguments: [x]}", "submit_job.spark.application: is required"),
+    ("spark: {application: /a.py, arguments: 'a b'}",
+     "submit_job.spark.arguments: must be a list of words (argv), not a shell string"),
+    ("spark: {application: /a.py, executors: many}", "submit_job.spark.executors: must be an "
+                                                     "integer"),
+    ("spark: {application: /a.py, driver_memory: true}",
+     "submit_job.spark.driver_memory: must be MB (an integer) or a size (2G)"),
+    ("spark: {application: /a.py, deploy_mode: client}",
+     "submit_job.spark.deploy_mode: unknown field 'deploy_mode'"),
+    ("spark: {application: /a.py, conf: {hadoop.x: y}}",
+     "submit_job: spark.conf name 'hadoop.x' is not a spark.* setting"),
+    ("spark: {application: /a.py}\ncommand: [echo]",
+     "submit_job: give exactly one of command (argv list), script or spark"),
+])
+def test_a_bad_spark_template_is_refused_at_its_field(body: str, message: str) -> None:
+    text = rule("- submit_job:\n    cluster: spark\n    " + body.replace("\n", "\n    ") + "\n")
+    line = 7 if message.startswith("submit_job.spark.") else 5  # the field's line, or the job's
+    assert parse_error(text).startswith(f"rules.yaml:{line}: rules[0].actions[0].{message}"), \
+        parse_error(text)

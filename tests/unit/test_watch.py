@@ -231,6 +231,15 @@ def test_settings_and_state_errors(root: Path, monkeypatch: pytest.MonkeyPatch) 
     assert path.parent == root.parent / "home" / "watch" and path.suffix == ".json"
 
 
+def test_events_carry_the_source_given_else_the_hosts(root: Path) -> None:
+    (root / "a.csv").write_text("x")
+    named = DirectoryWatcher(WatchSettings(roots=(root,), debounce_s=0,
+                                           state_path=root.parent / "s.json"),
+                             hostname="host1", source="lab-a/watch")
+    assert [e.source for e in named.scan(0.0)] == ["lab-a/watch"]
+    assert [e.source for e in make(root, debounce_s=0).scan(0.0)] == ["bridgehead.watch/host1"]
+
+
 def test_durations() -> None:
     assert [parse_seconds(t, "--x") for t in ("0.5", "0.5s", "500ms", "2s", "1m", "2")] == [
         0.5, 0.5, 0.5, 2.0, 60.0, 2.0]
@@ -242,6 +251,7 @@ def test_durations() -> None:
     (("watch", "/no/such/dir"), "not a directory"),
     (("watch", ".", "--debounce", "soon"), "--debounce"),
     (("watch", ".", "--interval", "0"), "interval"),
+    (("watch", ".", "--source", " "), "--source"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(args: tuple[str, ...], words: str,
                                              tmp_path: Path) -> None:

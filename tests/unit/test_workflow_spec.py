@@ -254,7 +254,7 @@ def test_bad_field_points_at_its_line() -> None:
     ("- id: a\n  foreach: {param: m}\n  command: [echo]\n",
      "w.yaml:6: steps[0].foreach.param: unknown param 'm' (declare it under params)"),
     ("- id: a\n  command: [echo]\n  script: '#!/bin/sh'\n",
-     "w.yaml:5: steps[0]: give exactly one of command (argv list) or script"),
+     "w.yaml:5: steps[0]: give exactly one of command (argv list), script or spark"),
     ("- {id: 'a b', command: [echo]}\n", "w.yaml:5: steps[0].id: 'a b' is not a step id"),
     ("- {id: a, command: [echo], options: ['; rm -rf /']}\n",
      "w.yaml:5: steps[0]: scheduler option '; rm -rf /' is not of the form"),

@@ -16,21 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bridgehead.agent.outbox import Outbox
-from bridgehead.backends.base import STREAMS, Backend, NativeStatus, host_id
+from bridgehead.agent.pools import PoolRunner
+from bridgehead.backends.base import STREAMS, Adopts, Backend, NativeStatus, host_id
 from bridgehead.client.core import AsyncClient
 from bridgehead.config import AgentSettings
-from bridgehead.domain.jobs import Job, JobState, Transition
+from bridgehead.domain.arrays import ARRAY_BACKENDS, element_jobs
+from bridgehead.domain.clusters import refuse_spark
+from bridgehead.domain.jobs import Job, JobState, Transition, attempt_tag
 from bridgehead.errors import (
     AuthError,
     BackendUnavailable,
@@ -47,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 SETTLE_POLL_S = 0.2
 """Poll interval while a job is settling (e.g. Slurm's COMPLETING, or accounting lagging)."""
+CANCELLED_UNSEEN = "cancelled: after the cancel the scheduler kept no record of it"
 MAX_CLAIM = 1000
 """The most jobs one claim takes (the free slots permitting; 1,000 is the API's limit): a wide
 fan-out is leased at once, then handed to the scheduler; the leases of claimed jobs are renewed
@@ -74,29 +80,49 @@ def private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
+def log_states(transitions: Iterable[Transition]) -> None:
+    """One INFO line per state change this agent records (requests are DEBUG)."""
+    for t in transitions:
+        more = [f"as {t.native_id}" if t.native_id else "",
+                f"exit {t.exit_code}" if t.exit_code is not None else "",
+                f"({t.reason})" if t.reason and t.state.terminal else ""]
+        logger.info("job %s %s%s", t.job_id, t.state.value, "".join(f" {m}" for m in more if m),
+                    extra={"job_id": t.job_id, "state": t.state.value})
+
+
 class Agent:
     def __init__(self, settings: AgentSettings, backend: Backend,
                  client: AsyncClient | None = None, *, handle_signals: bool = True) -> None:
         self.settings = settings
         self.handle_signals = handle_signals
         self.backend = backend
-        self.client = client or AsyncClient(settings.server, settings.token)
+        self.client = client or AsyncClient(settings.server, settings.token,
+                                            verify=settings.ca_bundle)
         private_dir(settings.state_dir)
         self.outbox = Outbox(settings.state_dir / "outbox.db")
         default_id = f"{socket.gethostname()}-{settings.cluster}-{secrets.token_hex(3)}"
         self.agent_id = self.outbox.meta("agent_id", default_id)
         self.tracked: dict[str, Tracked] = {}
         self._to_submit: dict[str, Job] = {}
+        self._arrays: dict[str, Tracked] = {}
+        """Array jobs on the scheduler, by parent id: never polled (their elements are, in
+        ``tracked``), kept to cancel a whole array with one call."""
         self._uncertain: set[str] = set()
         """Jobs that may be on the scheduler already (a submit that failed as "unavailable", a
         lost answer): look the tag up before submitting them."""
-        self._finished: dict[str, float] = {}
-        """Jobs seen ending (monotonic time): their end may still be in the outbox, so the
-        server's "in flight" list must not bring them back."""
+        self._finished: dict[tuple[str, int], float] = {}
+        """Attempts (job id, attempt) seen ending (monotonic time): their end may still be in
+        the outbox, so the server's "in flight" list must not bring them back (a new attempt
+        of a job whose attempt was lost is another key)."""
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
         self._wake_flush = asyncio.Event()
+        self.wakes: Counter[str] = Counter()
+        """Push wake-ups by where they came from: ``socket`` (a local hook or supervisor),
+        ``server`` (a scheduler event posted to the server, e.g. by a Slurm hook elsewhere)."""
         self._failpoint = settings.failpoint
+        self.pools = PoolRunner(backend)
+        """The providers of the cluster's elastic pools (none unless the server sends some)."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -111,11 +137,13 @@ class Agent:
                     self.settings.server)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.wake_socket.parent.mkdir(parents=True, exist_ok=True)
-        wake = WakeListener(self.settings.wake_socket, lambda _msg: self._wake_poll.set())
+        wake = WakeListener(self.settings.wake_socket, lambda _msg: self._woken("socket"))
         if wake.open() and self.settings.wake_dir is not None:
             prune_dead(self.settings.wake_dir, keep=self.settings.wake_socket)
         await self._until_server(self._flush_all)
         await self._until_server(self._adopt)
+        with contextlib.suppress(ServerUnavailable, AuthError):  # as in the heartbeat loop
+            await self._heartbeat()  # the cluster's pools, before any job is claimed
         tasks = [asyncio.create_task(self._supervise(name, fn), name=name) for name, fn in (
             ("claim", self._claim_loop), ("poll", self._poll_loop),
             ("flush", self._flush_loop), ("heartbeat", self._heartbeat_loop))]
@@ -123,6 +151,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pools.close()
         with contextlib.suppress(ClientError, AuthError, asyncio.TimeoutError):
             await asyncio.wait_for(self._flush_all(), 5)
         wake.close()
@@ -160,18 +189,22 @@ class Agent:
     # -- claim and submit ------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         delay = 0.2
+        since: float | None = None  # the last answer's time: events between claims count
         while True:
             try:
                 await self._submit_pending()
                 free = self.backend.free_slots()
                 room = MAX_CLAIM if free is None else min(free, MAX_CLAIM)
-                cancelling = [i for i, t in self.tracked.items() if t.cancel_sent]
-                jobs, cancel = await self.client.claim(
+                cancelling = [i for i, t in (*self.tracked.items(), *self._arrays.items())
+                              if t.cancel_sent]
+                jobs, cancel, poll, since = await self.client.claim_work(
                     self.settings.cluster, self.agent_id, max_jobs=room,
                     wait_s=(2.0 if self._to_submit  # jobs wait for the scheduler to return
                             else 20.0 if room else self.settings.poll_interval_s),
-                    cancelling=cancelling)
+                    cancelling=cancelling, poll_since=since)
                 delay = 0.2
+                if poll:
+                    self._woken("server")
             except (ServerUnavailable, AuthError) as exc:
                 logger.warning("claim failed: %s", exc)
                 await self._sleep(delay)
@@ -179,8 +212,15 @@ class Agent:
                 continue
             await self._cancel(cancel)
             for job in jobs:
+                logger.info("job %s claimed", job.id,
+                            extra={"job_id": job.id, "state": "claimed"})
                 self._to_submit[job.id] = job
             await self._submit_pending()
+
+    def _woken(self, by: str) -> None:
+        """A push wake-up: poll the scheduler now."""
+        self.wakes[by] += 1
+        self._wake_poll.set()
 
     async def _submit_pending(self) -> None:
         if not self._to_submit:
@@ -234,8 +274,21 @@ class Agent:
             self._to_submit[job.id] = replace(job, state=JobState.SUBMITTING)
 
     async def _submit(self, job: Job) -> None:
+        if job.spec.array is not None and self.backend.kind not in ARRAY_BACKENDS:
+            self._record(Transition(
+                job_id=job.id, state=JobState.FAILED,
+                reason=f"array: cluster {job.cluster}'s {self.backend.kind} backend does not "
+                       "run job arrays"))
+            return
+        try:  # a Spark job reaches a backend only if it says it runs Spark
+            refuse_spark(job.spec, self.backend.kind, self.backend.capacity())
+        except InvalidSpec as exc:
+            self._record(Transition(job_id=job.id, state=JobState.FAILED, reason=exc.message))
+            return
+        if self._failpoint == "before-backend-submit":
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
-            native_id = await self.backend.submit(job.id, job.spec)
+            native_id = await self.backend.submit(attempt_tag(job.id, job.attempt), job.spec)
         except BackendUnavailable:
             # a submit that timed out may have reached the scheduler: the tag decides next time
             self._uncertain.add(job.id)
@@ -248,21 +301,34 @@ class Agent:
             os.kill(os.getpid(), signal.SIGKILL)
         self._uncertain.discard(job.id)
         self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=native_id))
-        self.tracked[job.id] = Tracked(job=job, native_id=native_id)
+        self._track(job, native_id)
+
+    def _track(self, job: Job, native_id: str) -> None:
+        """Follow ``job``, now on the scheduler as ``native_id``: an array job through its
+        elements (``N_<index>``), which the server makes submitted on the same report."""
+        if job.elements is None:
+            self.tracked[job.id] = Tracked(job=job, native_id=native_id)
+            return
+        self._arrays[job.id] = Tracked(job=job, native_id=native_id)
+        for element in element_jobs(job, native_id):
+            self.tracked.setdefault(element.id, Tracked(job=element,
+                                                        native_id=element.native_id))
 
     async def _adopt(self) -> None:
         """Take back in-flight jobs (after a restart, or from an agent whose lease expired)."""
         now = time.monotonic()
         self._finished = {i: at for i, at in self._finished.items() if now - at < 600}
         for job in await self.client.adopt(self.settings.cluster, self.agent_id):
-            if job.id in self.tracked or job.id in self._to_submit or job.id in self._finished:
+            if (job.id in self.tracked or job.id in self._to_submit
+                    or (job.id, job.attempt) in self._finished or job.id in self._arrays):
                 continue
             if job.state in (JobState.CLAIMED, JobState.SUBMITTING):
                 self._to_submit[job.id] = job
                 if job.state is JobState.SUBMITTING:  # may have reached the scheduler
                     self._uncertain.add(job.id)
             else:
-                self.tracked[job.id] = Tracked(job=job, native_id=job.native_id, state=job.state)
+                held = Tracked(job=job, native_id=job.native_id, state=job.state)
+                (self.tracked if job.elements is None else self._arrays)[job.id] = held
                 logger.info("adopted job %s (%s %s)", job.id, job.state, job.native_id)
 
     async def _adopt_found(self, jobs: list[Job]) -> list[Job]:
@@ -270,10 +336,10 @@ class Agent:
         return the others."""
         if not jobs:
             return []
-        found = await self.backend.find([job.id for job in jobs])
+        found = await self.backend.find([attempt_tag(job.id, job.attempt) for job in jobs])
         missing = []
         for job in jobs:
-            natives = found.get(job.id) or []
+            natives = found.get(attempt_tag(job.id, job.attempt)) or []
             if not natives:
                 missing.append(job)
                 continue
@@ -283,12 +349,25 @@ class Agent:
             logger.info("job %s found on the scheduler as %s: adopting it", job.id, natives[0])
             self._uncertain.discard(job.id)
             self._to_submit.pop(job.id, None)
+            await self._relink(job, natives[0])
             self._record(Transition(job_id=job.id, state=JobState.SUBMITTED, native_id=natives[0]))
-            self.tracked[job.id] = Tracked(job=job, native_id=natives[0])
+            self._track(job, natives[0])
         return missing
 
+    async def _relink(self, job: Job, native_id: str) -> None:
+        """Redo what the backend's submit does once the scheduler has a job (Slurm: link the
+        script's -o/-e logs) for one found by its tag; the job is adopted whatever happens."""
+        if not isinstance(self.backend, Adopts):
+            return
+        try:
+            await self.backend.adopt(attempt_tag(job.id, job.attempt), job.spec, native_id)
+        except (SubmitRejected, InvalidSpec, OSError) as exc:
+            logger.warning("job %s adopted as %s, but its logs cannot be linked: %s", job.id,
+                           native_id, exc)
+
     async def _cancel(self, job_ids: list[str]) -> None:
-        targets = [t for i in job_ids if (t := self.tracked.get(i)) and not t.cancel_sent]
+        targets = [t for i in job_ids
+                   if (t := self.tracked.get(i) or self._arrays.get(i)) and not t.cancel_sent]
         natives = [t.native_id for t in targets if t.native_id]
         if natives:
             await self.backend.cancel(natives)
@@ -326,6 +405,9 @@ class Agent:
         chunks: list[LogChunk] = []
         for native_id, t in natives.items():
             status = statuses.get(native_id)
+            if status is None and self._cancel_sent(t):
+                # Slurm keeps no record at all of an array element cancelled while pending
+                status = NativeStatus(state=JobState.CANCELLED, reason=CANCELLED_UNSEEN)
             if status is None:
                 t.missing_since = t.missing_since or now
                 if now - t.missing_since < self.settings.lost_after_s:
@@ -337,9 +419,11 @@ class Agent:
             if status.state is not t.state:
                 transitions.append(Transition(
                     job_id=t.job.id, state=status.state, exit_code=status.exit_code,
-                    reason=status.reason, usage=status.usage, at=now))
+                    reason=status.reason, usage=status.usage, at=now,
+                    infrastructure=status.infrastructure))
                 t.state = status.state
         self.outbox.put(transitions=transitions, logs=chunks)  # logs first, then states
+        log_states(transitions)
         for chunk in chunks:  # only once the outbox has them
             offsets = self.tracked[chunk.job_id].offsets
             assert offsets is not None
@@ -349,17 +433,30 @@ class Agent:
             if t.state.terminal:
                 self.tracked.pop(t.job.id)
                 self.outbox.forget_offsets(t.job.id)
-                self._finished[t.job.id] = time.monotonic()
+                self._finished[t.job.id, t.job.attempt] = time.monotonic()
+        if self._arrays:  # an array whose elements all ended is the server's to end
+            live = {t.job.parent_id for t in self.tracked.values()}
+            self._arrays = {i: t for i, t in self._arrays.items() if i in live}
         return settling
 
+    def _cancel_sent(self, t: Tracked) -> bool:
+        """Whether this agent asked the scheduler to cancel ``t`` (or its whole array)."""
+        parent = self._arrays.get(t.job.parent_id or "")
+        return t.cancel_sent or (parent is not None and parent.cancel_sent)
+
     async def _read_logs(self, t: Tracked) -> list[LogChunk]:
+        """New log bytes of ``t``: read from the backend at the attempt's own offsets, sent at
+        the job's (after the bytes of the attempts lost before it: ``log_base``)."""
+        base = t.job.log_base or {}
         if t.offsets is None:
-            t.offsets = {s: self.outbox.offset(t.job.id, s) for s in STREAMS}
+            t.offsets = {s: max(self.outbox.offset(t.job.id, s), base.get(s, 0))
+                         for s in STREAMS}
         chunks = []
         for stream in STREAMS:
             pos = t.offsets[stream]
             while True:
-                data = await self.backend.read_log(t.native_id or "", stream, pos,
+                data = await self.backend.read_log(t.native_id or "", stream,
+                                                   pos - base.get(stream, 0),
                                                    self.settings.log_chunk_bytes)
                 if not data:
                     break
@@ -371,6 +468,7 @@ class Agent:
 
     def _record(self, *transitions: Transition) -> None:
         self.outbox.put(transitions=transitions)
+        log_states(transitions)
         self._wake_flush.set()
 
     async def _flush_loop(self) -> None:
@@ -415,10 +513,28 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             with contextlib.suppress(ServerUnavailable, AuthError):
-                await self.client.heartbeat(
-                    self.settings.cluster, self.agent_id, backend=self.backend.kind,
-                    labels=self.settings.labels, info=self._info())
-            await asyncio.sleep(self.settings.heartbeat_s)
+                await self._heartbeat()
+            with contextlib.suppress(asyncio.TimeoutError):  # or sooner, to report a command
+                await asyncio.wait_for(self.pools.ended.wait(), self.settings.heartbeat_s)
+            self.pools.ended.clear()
+
+    async def _heartbeat(self) -> None:
+        """One heartbeat: the pools' nodes listed right before it, the scale commands of its
+        answer started right after (they run beside the agent's loops, see agent.pools)."""
+        nodes, errors = await self.pools.report()
+        beat = functools.partial(self.client.heartbeat, self.settings.cluster, self.agent_id,
+                                 backend=self.backend.kind, labels=self.settings.labels,
+                                 info=self._info())
+        try:
+            pools, scale = await beat(nodes=nodes, node_errors=errors)
+        except InvalidSpec as exc:  # never let the pools' report stop the leases' renewal
+            if nodes is None and not errors:
+                raise
+            logger.error("server refused this agent's pool report, sent without it: %s", exc)
+            pools, scale = await beat()
+        self.pools.sent()
+        self.pools.configure(pools)
+        self.pools.apply(scale)
 
     def _info(self) -> dict[str, object]:
         """What the server shows of this agent, and what it checks jobs against: the largest
@@ -426,7 +542,7 @@ class Agent:
         working dirs may be under (a client there defaults a job's working dir to its own)."""
         info: dict[str, object] = {
             "in_flight": len(self.tracked), "free_slots": self.backend.free_slots(),
-            "outbox": len(self.outbox), "pid": os.getpid()}
+            "outbox": len(self.outbox), "pid": os.getpid(), "wakes": dict(self.wakes)}
         capacity = self.backend.capacity()
         if capacity is not None:
             info["capacity"] = capacity.to_info()

@@ -3,6 +3,8 @@
 - ``hooks.bridgehead.BridgeheadHook``: the ``bridgehead`` connection type (server URL + token).
 - ``operators.bridgehead.BridgeheadOperator`` / ``SlurmJobOperator``: submit a job and wait
   deferred (no worker slot held); a re-executed try reattaches to its job.
+- ``operators.spark.SparkJobOperator``: a Spark application as a job, with the arguments of
+  Airflow's ``SparkSubmitOperator`` (a DAG moves over by changing its import).
 - ``triggers.bridgehead.BridgeheadJobTrigger``: waits on the server's long-poll and copies
   the job's log into the task log line by line.
 - ``dags.load_dags``: Airflow DAGs from workflow YAML files.
@@ -17,6 +19,7 @@ from typing import Any
 
 _HOOK = "bridgehead.airflow.hooks.bridgehead"
 _OPERATORS = "bridgehead.airflow.operators.bridgehead"
+_SPARK_OPERATORS = "bridgehead.airflow.operators.spark"
 _TRIGGERS = "bridgehead.airflow.triggers.bridgehead"
 
 
@@ -35,7 +38,8 @@ def get_provider_info() -> dict[str, Any]:
                        "server: deferrable operators, exactly-once submission, one log.",
         "versions": [ver],
         "integrations": [{"integration-name": "Bridgehead", "tags": ["software"]}],
-        "operators": [{"integration-name": "Bridgehead", "python-modules": [_OPERATORS]}],
+        "operators": [{"integration-name": "Bridgehead", "python-modules": [_OPERATORS,
+                                                                          _SPARK_OPERATORS]}],
         "hooks": [{"integration-name": "Bridgehead", "python-modules": [_HOOK]}],
         "triggers": [{"integration-name": "Bridgehead", "python-modules": [_TRIGGERS]}],
         "connection-types": [

@@ -22,6 +22,7 @@ from typing import Any
 
 from bridgehead.airflow._compat import DAG, task
 from bridgehead.airflow.operators.bridgehead import BridgeheadOperator
+from bridgehead.airflow.operators.spark import SparkJobOperator
 from bridgehead.domain.workflows import Foreach, StepSpec, WorkflowSpec
 from bridgehead.errors import InvalidSpec
 from bridgehead.workflows.spec import load_workflow
@@ -72,10 +73,30 @@ def workflow_dag(workflow: WorkflowSpec, **dag_kwargs: Any) -> Any:
 
 def _task(step: StepSpec) -> Any:
     kwargs = _operator_kwargs(step)
+    operator: type[BridgeheadOperator] = BridgeheadOperator
+    if step.spark is not None:
+        operator, kwargs = SparkJobOperator, _spark_kwargs(step, kwargs)
     if step.foreach is None:
-        return BridgeheadOperator(task_id=step.id, **kwargs)
-    return BridgeheadOperator.partial(task_id=step.id, **kwargs).expand(
+        return operator(task_id=step.id, **kwargs)
+    return operator.partial(task_id=step.id, **kwargs).expand(
         item=_items(step.id, step.foreach))
+
+
+def _spark_kwargs(step: StepSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A ``spark`` step's operator arguments: its app as SparkSubmitOperator's names; its
+    cores and memory are the app's (a step's sizes are refused when the file is read)."""
+    app = step.spark
+    assert app is not None
+    rest = {k: v for k, v in kwargs.items() if k not in ("command", "script")}
+    # as in a native run: the merged resources (defaults included) but what the app sizes
+    rest["job_resources"] = {k: v for k, v in step.resources.to_dict().items()
+                             if v is not None and k not in ("cores", "nodes", "memory_mb")}
+    return {**rest, "application": app.application, "java_class": app.main_class,
+            "application_args": list(app.arguments), "conf": dict(app.conf),
+            "num_executors": app.executors, "executor_cores": app.executor_cores,
+            "driver_cores": app.driver_cores, "executor_memory": app.executor_memory_mb,
+            "driver_memory": app.driver_memory_mb, "py_files": list(app.py_files),
+            "jars": list(app.jars), "files": list(app.files)}
 
 
 def _items(step_id: str, foreach: Foreach) -> Any:
@@ -96,8 +117,10 @@ def _operator_kwargs(step: StepSpec) -> dict[str, Any]:
         "command": list(step.command), "script": step.script, "cluster": step.cluster,
         "cluster_labels": dict(step.cluster_labels), "env": dict(step.env),
         "scheduler_options": list(step.scheduler_options), "labels": dict(step.labels),
+        # What the step (or the workflow's defaults) wrote, and only that: the rest comes from
+        # the script's #SBATCH directives, as in a native run (StepSpec.given).
         "job_resources": {name: value for name, value in step.resources.to_dict().items()
-                          if value is not None},
+                          if value is not None and (step.given is None or name in step.given)},
         "retries": retries.count,
     }
     if retries.count and retries.backoff_s:

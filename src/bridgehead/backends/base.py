@@ -38,6 +38,11 @@ class NativeStatus:
     settling: bool = False
     """The scheduler is about to move this job on (e.g. Slurm's COMPLETING): poll again soon
     rather than at the agent's interval."""
+    infrastructure: bool = False
+    """With state LOST: the attempt was lost to the infrastructure (its node, worker or cluster
+    died; the backend KNOWS this), not ended by the job itself. The server gives such an attempt
+    exactly one new attempt, under a cap of its own (``max_lost_attempts``), not the user's
+    retries. A job merely missing from the scheduler is never this: it may have run."""
 
 
 @runtime_checkable
@@ -79,6 +84,15 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Adopts(Protocol):
+    """A backend with work to redo for a job it did not submit in this process but found by
+    its tag (``find``, after a crash between the scheduler taking the job and the agent
+    recording it): Slurm links the script's own ``-o``/``-e`` logs, as its submit does."""
+
+    async def adopt(self, job_id: str, spec: JobSpec, native_id: str) -> None: ...
 
 
 def host_id() -> str:

@@ -38,8 +38,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,8 +51,10 @@ from bridgehead.backends.base import (
     confine_working_dir,
     read_file_range,
 )
+from bridgehead.backends.local_nodes import FixedSlots, LocalNodes, Placement
+from bridgehead.domain.arrays import element_id
 from bridgehead.domain.clusters import Capacity
-from bridgehead.domain.jobs import JobSpec, JobState, Usage
+from bridgehead.domain.jobs import JobSpec, JobState, Usage, array_indices
 from bridgehead.errors import (
     BackendError,
     BackendUnavailable,
@@ -75,6 +77,22 @@ after this long (a submit in progress renames its directory in milliseconds)."""
 
 def _default_slots() -> int:
     return os.cpu_count() or 1
+
+
+HONOURS = ("resources.memory_mb", "resources.walltime_s", *(
+    f"#SBATCH --{o}" for o in ("ntasks", "cpus-per-task", "ntasks-per-node", "nodes", "mem",
+                               "time", "job-name", "chdir")))
+"""What a local job may ask for beyond cores and one node: the walltime (enforced), memory
+(refused above the host's; not reserved or limited) and the ``#SBATCH`` directives that
+become those requests, its name and working dir. A partition, account, GPUs, scheduler
+options and any other directive (``--qos``, ``-o``...) are refused, naming them."""
+
+
+def _host_memory_mb() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    except (ValueError, OSError):
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,11 +215,30 @@ class LocalBackend:
         self._staging = state_dir / "staging"
         self._scheduler_lock = state_dir / "scheduler.lock"
         self._free: int | None = None
+        self.nodes: LocalNodes | None = None
+        """Set by a ``local`` pool (:meth:`use_nodes`): jobs then run on its nodes' slots,
+        not on the fixed ``slots``."""
+
+    def use_nodes(self) -> LocalNodes:
+        """This backend's nodes (made on the first call): from then on a job starts only on
+        a ready node with room, and one job's cores are at most one node's."""
+        if self.nodes is None:
+            logger.info("local backend: a local pool's nodes replace its %d fixed slots",
+                        self._settings.slots)
+            self.nodes = LocalNodes()
+            self._free = None
+        return self.nodes
+
+    @property
+    def _max_cores(self) -> int:
+        return self.nodes.largest if self.nodes is not None else self._settings.slots
 
     # -- the Backend protocol -------------------------------------------------------------
 
     async def submit(self, job_id: str, spec: JobSpec) -> str:
         check_job_id(job_id)
+        if spec.array is not None:
+            return await self._io(self._submit_array_sync, job_id, spec)
         return await self._io(self._submit_sync, job_id, spec)
 
     async def poll(self, native_ids: Sequence[str]) -> dict[str, NativeStatus]:
@@ -237,8 +274,12 @@ class LocalBackend:
         return self._free
 
     def capacity(self) -> Capacity:
-        slots = self._settings.slots
-        return Capacity(cores=slots, nodes=1, source=f"{slots} slots on one node")
+        """Its slots on one node, the host's memory, and what it honours (:data:`HONOURS`)."""
+        slots = self._max_cores
+        source = (f"{slots} slots on one node" if self.nodes is None
+                  else f"{slots} slots per node of a local pool")
+        return Capacity(cores=slots, nodes=1, memory_mb=_host_memory_mb(), honours=HONOURS,
+                        backend="local", source=source)
 
     async def close(self) -> None:
         """Nothing to do: running jobs outlive the agent (their supervisors are reaped by any
@@ -272,11 +313,26 @@ class LocalBackend:
             raise
         if self._free is not None:
             self._free = max(0, self._free - cores)
-        logger.info("local job %s submitted (%d cores)", job_id, cores)
+        logger.debug("local job %s submitted (%d cores)", job_id, cores)
+        return job_id
+
+    def _submit_array_sync(self, job_id: str, spec: JobSpec) -> str:
+        """An array job: one local job per element (``<job_id>_<index>``, its native id too),
+        with ``BRIDGEHEAD_ARRAY_INDEX`` in its environment. Each element is submitted at most
+        once, so submitting the array again after a crash completes it."""
+        indices, throttle = array_indices(spec.array or "")
+        if throttle is not None:
+            raise SubmitRejected(f"array {spec.array}: the local backend runs elements as its "
+                                 "slots allow and has no %N throttle (drop it, or use Slurm)")
+        for index in indices:
+            self._submit_sync(element_id(job_id, index), replace(
+                spec, array=None, idempotency_key=None,
+                env={**spec.env, "BRIDGEHEAD_ARRAY_INDEX": str(index)}))
         return job_id
 
     def _check_fits(self, spec: JobSpec) -> int:
-        resources, slots = spec.resources, self._settings.slots
+        self.capacity().refuse_unhonoured(spec)  # the server refuses these at submit too
+        resources, slots = spec.resources, self._max_cores
         if resources.nodes != 1:
             raise SubmitRejected(
                 f"the local backend runs a job on one node, this job asks for {resources.nodes}"
@@ -361,7 +417,8 @@ class LocalBackend:
     def _schedule(
         self, active: list[str], statuses: dict[str, NativeStatus | None], *, start: bool
     ) -> None:
-        used, pending = 0, []
+        running: dict[str, int] = {}
+        pending = []
         for job_id in active:
             status = statuses[job_id]
             if status is None or status.state.terminal:
@@ -371,17 +428,27 @@ class LocalBackend:
             meta = job.meta()
             cores = int(meta["cores"])
             if job.started():
-                used += cores
+                running[job_id] = cores
             else:
                 pending.append((float(meta["submitted_at"]), job_id, cores))
-        free, waiting = self._settings.slots - used, 0
-        for _, job_id, cores in sorted(pending):
-            if not start or waiting or cores > free:
-                waiting += cores  # strict FIFO: nothing overtakes a job that does not fit
-                continue
-            self._start(self._job(job_id))
-            free -= cores
-        self._free = max(0, free - waiting)
+        with self._placing(running) as room:
+            waiting = 0
+            for _, job_id, cores in sorted(pending):
+                if not start or waiting or not room.fits(cores):
+                    waiting += cores  # strict FIFO: nothing overtakes a job that does not fit
+                    continue
+                room.take(job_id, cores)
+                self._start(self._job(job_id))
+            self._free = max(0, room.free - waiting)
+
+    @contextlib.contextmanager
+    def _placing(self, running: dict[str, int]) -> Iterator[FixedSlots | Placement]:
+        """Where pending jobs may start: the fixed slots, or the ready nodes."""
+        if self.nodes is None:
+            yield FixedSlots(self._settings.slots - sum(running.values()))
+        else:
+            with self.nodes.placing(running) as placement:
+                yield placement
 
     def _start(self, job: runner.JobDir) -> None:
         try:
@@ -408,7 +475,7 @@ class LocalBackend:
             return
         with _SUPERVISORS_LOCK:
             _SUPERVISORS.append(proc)
-        logger.info("local job %s started", job.id)
+        logger.debug("local job %s started", job.id)
 
     def _drop_entry(self, job_id: str, *, orphan: bool) -> None:
         entry = self._active / job_id
@@ -421,8 +488,12 @@ class LocalBackend:
     def _cancel_sync(self, ids: list[str]) -> None:
         for job_id in ids:
             job = self._job(job_id)
-            if job.exists() and job.result() is None:
-                self._cancel_one(job)
+            # an array job has no directory: its live elements (<job_id>_<index>) have
+            members = [job] if job.exists() else [
+                self._job(i) for i in self._active_ids() if i.startswith(f"{job_id}_")]
+            for one in members:
+                if one.result() is None:
+                    self._cancel_one(one)
 
     def _cancel_one(self, job: runner.JobDir) -> None:
         job.file(runner.CANCEL).touch()  # a supervisor coming up sees it before it spawns

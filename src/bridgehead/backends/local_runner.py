@@ -257,8 +257,9 @@ class _Supervisor:
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(self.job_dir / "stdout", "wb"))
             err = stack.enter_context(open(self.job_dir / "stderr", "wb"))
+            args = list(spec.get("args") or ())  # a script's arguments: its $1, $2...
             if user is None:
-                argv = list(spec.get("command") or [str(self.job_dir / SCRIPT)])
+                argv = list(spec.get("command") or [str(self.job_dir / SCRIPT), *args])
                 return subprocess.Popen(
                     argv, cwd=working_dir or self.job_dir, env=env, stdin=subprocess.DEVNULL,
                     stdout=out, stderr=err, start_new_session=True)
@@ -266,7 +267,7 @@ class _Supervisor:
             if not argv:  # the user may not reach the job dir: the script goes by descriptor
                 script = stack.enter_context(open(self.job_dir / SCRIPT, "rb"))
                 os.fchown(script.fileno(), user.uid, user.gid)
-                argv, fds = [f"/proc/self/fd/{script.fileno()}"], (script.fileno(),)
+                argv, fds = [f"/proc/self/fd/{script.fileno()}", *args], (script.fileno(),)
             return user.popen(argv, working_dir or user.home, env=env, stdout=out, stderr=err,
                               pass_fds=fds)
 

@@ -210,7 +210,8 @@ async def _launch(settings: AirflowSettings, console: RunConsole, dag_id: str, r
         await trigger_run(api, console, dag_id, conf, run_id)
         if detach:
             spec = follower_spec(dag_id, run_id, cluster=cluster, log_file=log_file,
-                                 airflow=settings, bridgehead_url=bh.url)
+                                 airflow=settings,
+                                 bridgehead_url=",".join(bh.replicas.urls))  # all replicas
             job = await bh.submit(spec)
             console.note(f"follower job {job.id} on cluster {job.cluster}")
             return {"dag_id": dag_id, "run_id": run_id, "follower_job_id": job.id}

@@ -5,7 +5,10 @@ first Ctrl-C raises ``KeyboardInterrupt`` as Python's own handler does, so the c
 ``finally`` blocks and ``asyncio.run``'s clean-up run (a follower says what it stopped, a long
 poll is closed), and it arms a watchdog: if the process is still alive ``GRACE_S`` later (a
 clean-up blocked on a socket, a thread, a loaded machine), it exits at once with
-``exit_code()``. A second Ctrl-C exits at once. This module imports nothing heavy, so it can
+``exit_code()``. A second Ctrl-C exits at once. Once interrupted, the process is only
+ending: what Python would print of objects the interrupt left half-built (an event loop whose
+``__init__`` it cut short fails in ``__del__``, a coroutine never awaited) is noise, not
+news, so it is not printed. This module imports nothing heavy, so it can
 be the first thing the process does.
 """
 
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import warnings
 from types import FrameType
 
 GRACE_S = 0.8
@@ -34,7 +39,17 @@ def on_sigint(signum: int, frame: FrameType | None) -> None:
     if _state["armed"]:
         _exit_now()
     arm()
+    _quiet()
     raise KeyboardInterrupt
+
+
+def _quiet() -> None:
+    sys.unraisablehook = _ignore
+    warnings.simplefilter("ignore")
+
+
+def _ignore(unraisable: object) -> None:
+    """Nothing to say: the process is ending because the user asked it to."""
 
 
 def arm() -> None:

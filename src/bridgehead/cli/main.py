@@ -18,8 +18,15 @@ import click
 
 from bridgehead.backends.base import STREAMS
 from bridgehead.cli import interrupts, output
+from bridgehead.cli.spark_options import spark_app, spark_options
 from bridgehead.cli.workdir import default_workdir, relative_paths_note
-from bridgehead.config import AgentSettings, ServerSettings, warn_unknown_variables
+from bridgehead.config import (
+    AgentSettings,
+    ServerSettings,
+    client_file,
+    set_client_flags,
+    warn_unknown_variables,
+)
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 from bridgehead.domain.units import parse_memory, parse_walltime
 from bridgehead.errors import (
@@ -47,11 +54,37 @@ def _client() -> Any:
     return Client()
 
 
+def log_options(command: Any) -> Any:
+    """``--log-format`` and ``--log-level`` (else BRIDGEHEAD_LOG_FORMAT/_LEVEL, config.toml)."""
+    command = click.option("--log-level", default=None,
+                           type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                             case_sensitive=False),
+                           help="INFO: state changes; DEBUG: every request too.")(command)
+    return click.option("--log-format", default=None, type=click.Choice(["text", "json"]),
+                        help="json: one object per line (default text).")(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bridgehead")
-def cli() -> None:
+@click.option("--server", "server_url", default=None, metavar="URL[,URL...]",
+              help="The server (or replicas, tried in turn) for client commands "
+                   "(or BRIDGEHEAD_URL).")
+@click.option("--ca-bundle", type=click.Path(path_type=Path), default=None,
+              help="PEM CA certificates that sign the server's TLS certificate "
+                   "(or BRIDGEHEAD_CA_BUNDLE).")
+def cli(server_url: str | None, ca_bundle: Path | None) -> None:
     """Bridgehead: run jobs on your clusters from Airflow, scripts and events."""
     warn_unknown_variables()
+    sub = click.get_current_context().invoked_subcommand
+    if (server_url or ca_bundle) and sub in SERVICES:
+        hint = " (give them after 'agent')" if sub == "agent" else ""
+        raise click.UsageError(f"--server and --ca-bundle before the command are for client "
+                               f"commands, not '{sub}'{hint}")
+    set_client_flags(url=server_url, ca_bundle=ca_bundle)
+
+
+SERVICES = ("up", "server", "agent", "slurm-event")
+"""Commands that are no client of a server (``agent`` takes its own ``--server``)."""
 
 
 # -- services ------------------------------------------------------------------------------
@@ -64,6 +97,7 @@ def up(port: int | None, slots: int | None) -> None:
     from bridgehead.logs import setup_logging
 
     settings = ServerSettings.load(host="127.0.0.1", port=port)
+    settings.pool_list()  # a bad [[server.pools]] table stops it here, naming the field
     setup_logging(settings.log_format, "WARNING")
 
     def ready(url: str) -> None:
@@ -71,6 +105,8 @@ def up(port: int | None, slots: int | None) -> None:
                              f"(store {settings.store}; cluster 'local'); Ctrl-C stops it")
         output.console.print(f"Client config written; in another shell try: "
                              f"{_me()} submit --wait -- echo hello", highlight=False)
+        output.console.print(f"Web UI: {url}/ui (log in with the admin token: 'token' "
+                             f"under \\[client] in {client_file()})", highlight=False)
 
     asyncio.run(run_up(settings, {"slots": slots, "poll_interval_s": 0.25}, ready))
 
@@ -91,21 +127,34 @@ def _me() -> str:
 @click.option("--store", default=None, help="sqlite:///path.db or postgresql://...")
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
-@click.option("--access-log/--no-access-log", default=False)
-def server(store: str | None, host: str | None, port: int | None, access_log: bool) -> None:
+@click.option("--access-log/--no-access-log", default=False,
+              help="A line per request at INFO (without it, at DEBUG only).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None,
+              help="PEM certificate (chain) to serve HTTPS with (or BRIDGEHEAD_TLS_CERT).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None,
+              help="Its PEM private key (or BRIDGEHEAD_TLS_KEY).")
+@log_options
+def server(store: str | None, host: str | None, port: int | None, access_log: bool,
+           tls_cert: Path | None, tls_key: Path | None,
+           log_format: str | None, log_level: str | None) -> None:
     """Run the Bridgehead API server."""
     from bridgehead.cli.services import run_server
-    from bridgehead.logs import setup_logging
+    from bridgehead.logs import loud_requests, setup_logging
 
-    settings = ServerSettings.load(store=store, host=host, port=port)
+    settings = ServerSettings.load(store=store, host=host, port=port, log_format=log_format,
+                                   log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
     settings.dsn  # noqa: B018 - validate the DSN before starting
+    settings.pool_list()  # a bad [[server.pools]] table stops it here, naming the field
     setup_logging(settings.log_format, settings.log_level)
-    run_server(settings, access_log=access_log)
+    if access_log:
+        loud_requests(("uvicorn.access",))
+    run_server(settings, access_log=access_log or settings.log_level.upper() == "DEBUG")
 
 
 @cli.command()
 @click.option("--cluster", default=None, help="The cluster this agent serves.")
-@click.option("--server", "server_url", default=None, help="Bridgehead server URL.")
+@click.option("--server", "server_url", default=None, metavar="URL[,URL...]",
+              help="Bridgehead server URL (replicas: comma separated, tried in turn).")
 @click.option("--token", default=None,
               help="Agent token (or BRIDGEHEAD_TOKEN): visible to other processes; prefer "
                    "--token-file.")
@@ -114,17 +163,24 @@ def server(store: str | None, host: str | None, port: int | None, access_log: bo
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--slots", type=int, default=None, help="Core slots (local backend).")
 @click.option("--poll-interval", type=float, default=None, help="Seconds between polls.")
-@click.option("--backend", type=click.Choice(["local", "slurm_cli", "slurm_rest"]),
+@click.option("--backend", type=click.Choice(["local", "slurm_cli", "slurm_rest",
+                                             "spark_standalone", "emr", "livy"]),
               default=None, help="The cluster's scheduler (default: local).")
 @click.option("--wake-dir", type=click.Path(path_type=Path), default=None,
               help="Bind the wake socket here, where 'bridgehead slurm-event' looks.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable: for routing.")
+@click.option("--ca-bundle", type=click.Path(path_type=Path), default=None,
+              help="PEM CA certificates that sign the server's TLS certificate "
+                   "(or BRIDGEHEAD_CA_BUNDLE).")
+@log_options
 def agent(cluster: str | None, server_url: str | None, token: str | None,
           token_file: Path | None, state_dir: Path | None, slots: int | None,
           poll_interval: float | None, backend: str | None, wake_dir: Path | None,
-          labels: tuple[str, ...]) -> None:
+          labels: tuple[str, ...], ca_bundle: Path | None, log_format: str | None,
+          log_level: str | None) -> None:
     """Run an agent on a cluster's head node (outbound HTTP only). Slurm settings come from
-    [agent.slurm] in config.toml or BRIDGEHEAD_SLURM__* (e.g. BRIDGEHEAD_SLURM__CONF)."""
+    [agent.slurm] in config.toml or BRIDGEHEAD_SLURM__* (e.g. BRIDGEHEAD_SLURM__CONF), Spark's
+    from [agent.spark] or BRIDGEHEAD_SPARK__* (e.g. BRIDGEHEAD_SPARK__REST_URL)."""
     from bridgehead.cli.services import run_agent
     from bridgehead.config import scrub_secrets
     from bridgehead.logs import setup_logging
@@ -134,7 +190,8 @@ def agent(cluster: str | None, server_url: str | None, token: str | None,
     settings = AgentSettings.load(cluster=cluster, server=server_url, token=token,
                                   token_file=token_file, state_dir=state_dir, slots=slots,
                                   poll_interval_s=poll_interval, backend=backend,
-                                  wake_dir=wake_dir,
+                                  wake_dir=wake_dir, log_format=log_format,
+                                  log_level=log_level, ca_bundle=ca_bundle,
                                   labels=parse_pairs(labels, "--label") if labels else None)
     scrub_secrets()  # nothing the agent starts inherits them
     if token:  # the flag wins over a token_file of the environment or config.toml
@@ -155,7 +212,10 @@ def agent(cluster: str | None, server_url: str | None, token: str | None,
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def slurm_event(args: tuple[str, ...]) -> None:
     """Slurm PrologSlurmctld/EpilogSlurmctld hook: wake this cluster's agents to poll now.
-    Options: --wake-dir DIR (every *.sock in it), --wake SOCKET. Always exits 0."""
+    Options: --wake-dir DIR (every *.sock in it), --wake SOCKET; --server URL[,URL...]
+    --token-file FILE [--cluster NAME] [--spool-dir DIR] [--timeout S] [--ca-bundle FILE] to
+    post the job's start/end to the server, which wakes the cluster's agents wherever they
+    run. Always exits 0."""
     from bridgehead.backends.slurm_event import main as hook
 
     sys.exit(hook(list(args)))
@@ -187,36 +247,51 @@ def slurm_event(args: tuple[str, ...]) -> None:
               "else a directory of the job's own).")
 @click.option("--option", "options", multiple=True,
               help="Scheduler option passed through (--name=value), repeatable.")
+@click.option("--array", help="A job array, as sbatch --array (0-99, 1,3,5-7, 0-99:2, "
+              "%N for at most N at once): one job per element, under this one.")
 @click.option("--tenant", default="default")
 @click.option("--key", "idempotency_key", help="Idempotency key: the same key, the same job.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the end; exit 1 unless it succeeded.")
 @click.option("--follow", "-f", is_flag=True,
               help="Stream the job's stdout and stderr until it ends.")
 @click.option("--json", "as_json", is_flag=True)
+@spark_options
 def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | None,
            cluster_labels: tuple[str, ...], name: str | None,
            cores: int, nodes: int, memory: str | None, gpus: int, walltime: str | None,
            partition: str | None, account: str | None, max_cores: int | None,
            max_nodes: int | None, env: tuple[str, ...],
-           labels: tuple[str, ...], workdir: str | None, options: tuple[str, ...], tenant: str,
-           idempotency_key: str | None, wait_: bool, follow: bool, as_json: bool) -> None:
-    """Submit a job: ``bridgehead submit -- CMD ARGS...`` or ``--script FILE``."""
-    if bool(command) == bool(script_file):
-        raise InvalidSpec("give a command after -- or --script FILE (one of them)")
+           labels: tuple[str, ...], workdir: str | None, options: tuple[str, ...],
+           array: str | None, tenant: str,
+           idempotency_key: str | None, wait_: bool, follow: bool, as_json: bool,
+           **spark: Any) -> None:
+    """Submit a job: ``bridgehead submit -- CMD ARGS...`` or ``--script FILE [-- ARGS...]``
+    (the script's arguments, as in ``sbatch FILE ARGS...``), or a Spark application:
+    ``--spark-app app.py [--conf spark.x=y --executors N ...] [-- ARGS...]``. A script's
+    #SBATCH directives give what these options leave at their defaults."""
+    app = spark_app(command, spark)
+    if app is not None:
+        _refuse_beside_spark(script_file=script_file, cores=cores != 1, nodes=nodes != 1,
+                             memory=memory, array=array)
+        command = ()
+    elif not (command or script_file):
+        raise InvalidSpec("give a command after -- or --script FILE (or --spark-app)")
+    script = script_file.read_text() if script_file else None
     routed = parse_pairs(cluster_labels, "--cluster-label")
     spec = JobSpec(
         cluster=cluster or ("" if routed else "local"), cluster_labels=routed,
-        command=command, name=name, tenant=tenant,
-        script=script_file.read_text() if script_file else None,
+        command=() if script_file else command, args=command if script_file else (),
+        name=name, tenant=tenant, script=script,
         env=parse_pairs(env, "--env"), labels=parse_pairs(labels, "--label"),
         working_dir=workdir, scheduler_options=options, idempotency_key=idempotency_key,
+        array=array, spark=app,
         resources=Resources(cores=cores, nodes=nodes, gpus=gpus, partition=partition,
                             account=account, max_cores=max_cores, max_nodes=max_nodes,
                             memory_mb=parse_memory(memory) if memory else None,
                             walltime_s=parse_walltime(walltime) if walltime else None),
     )
     with _client() as bh:
-        if workdir is None and spec.cluster:
+        if workdir is None and spec.cluster and app is None and not _chdir_directive(script):
             spec = replace(spec, working_dir=default_workdir(bh.clusters(), spec.cluster))
         job = bh.submit(spec)
         if follow:
@@ -228,6 +303,24 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
         _note_relative_paths(job)
     if (wait_ or follow) and job.state is not JobState.SUCCEEDED:
         sys.exit(1)
+
+
+def _refuse_beside_spark(**given: object) -> None:
+    """InvalidSpec naming the first option that has no meaning beside ``--spark-app``."""
+    for option, value in given.items():
+        if value:
+            flag = f"--{option.replace('_file', '')}"
+            why = ("its cores and memory are derived from --driver-*/--executor-* and "
+                   "--executors" if option in ("cores", "nodes", "memory")
+                   else "a Spark application is its own job body")
+            raise InvalidSpec(f"{flag} is not for --spark-app: {why}")
+
+
+def _chdir_directive(script: str | None) -> bool:
+    """Whether the script names its working dir (#SBATCH -D): then it is the default."""
+    from bridgehead.domain import sbatch
+
+    return bool(script) and any(d.option == "chdir" for d in sbatch.directives(script or ""))
 
 
 def _show_logs(job_id: str, streams: Sequence[str], *, follow: bool) -> None:
@@ -265,13 +358,16 @@ def status(job_id: str, as_json: bool) -> None:
 @click.option("--tenant")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--after", help="Cursor: the last id of the previous page.")
+@click.option("--parent", help="Only the elements of this array job.")
 @click.option("--json", "as_json", is_flag=True)
 def list_(cluster: str | None, states: tuple[str, ...], labels: tuple[str, ...],
-          tenant: str | None, limit: int, after: str | None, as_json: bool) -> None:
-    """List jobs, oldest first."""
+          tenant: str | None, limit: int, after: str | None, parent: str | None,
+          as_json: bool) -> None:
+    """List jobs, oldest first (an array job's elements right after it)."""
     with _client() as bh:
         jobs, nxt = bh.list_jobs(cluster=cluster, states=states, tenant=tenant, limit=limit,
-                            labels=parse_pairs(labels, "--label"), after=after)
+                            labels=parse_pairs(labels, "--label"), after=after,
+                            parent=parent)
     output.show_jobs(jobs, nxt, as_json=as_json)
 
 
@@ -418,6 +514,10 @@ from bridgehead.cli.workflow import workflow  # noqa: E402 - a command group
 
 cli.add_command(workflow)
 
+from bridgehead.cli.schedules import schedule  # noqa: E402 - a command group
+
+workflow.add_command(schedule)
+
 from bridgehead.cli.airflow import airflow as airflow_group  # noqa: E402 - a command group
 
 cli.add_command(airflow_group)
@@ -433,6 +533,14 @@ cli.add_command(events_group)
 from bridgehead.cli.rules import rules as rules_group  # noqa: E402 - a command group
 
 cli.add_command(rules_group)
+
+from bridgehead.cli.cost import cost  # noqa: E402 - a command
+
+cli.add_command(cost)
+
+from bridgehead.cli.pools import pools  # noqa: E402 - a command
+
+cli.add_command(pools)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

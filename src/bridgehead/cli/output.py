@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
+from bridgehead.domain.spark import SparkApp
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 """Tables keep their width when piped (scripts should use --json)."""
@@ -97,6 +98,23 @@ def _spec_rows(spec: JobSpec) -> list[tuple[str, str]]:
     return [(key, value) for key, value in rows if value]
 
 
+def _spark_rows(app: SparkApp | None) -> list[tuple[str, str]]:
+    """A Spark application's part: what it runs, its sizes, conf and files (when set)."""
+    if app is None:
+        return []
+    mem = {k: "-" if v is None else f"{v}M" for k, v in (
+        ("driver", app.driver_memory_mb), ("executor", app.executor_memory_mb))}
+    rows = [("spark app", app.application + (f" ({app.main_class})" if app.main_class else "")),
+            ("spark args", " ".join(app.arguments)),
+            ("spark size", f"driver {app.driver_cores} cores {mem['driver']}, "
+                           f"{app.executors} executors x {app.executor_cores} cores "
+                           f"{mem['executor']} = {app.cores} cores"),
+            ("spark conf", _pairs(sorted(app.conf.items()))),
+            ("spark py-files", ",".join(app.py_files)), ("spark jars", ",".join(app.jars)),
+            ("spark files", ",".join(app.files))]
+    return [(key, value) for key, value in rows if value]
+
+
 def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
     if as_json:
         print(json.dumps(job_dict(job)))
@@ -106,9 +124,15 @@ def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
         return
     table = Table(show_header=False, box=None)
     what = " ".join(job.spec.command) if job.spec.command else "(script)"
+    if job.spec.spark is not None:
+        what = "(spark application)"
+    if job.parent_id is not None:
+        what = f"element {job.array_index} of array job {job.parent_id}"
     rows = [
         ("id", job.id), ("name", escape(job.spec.name or "-")), ("state", _state(job)),
         ("cluster", job.cluster), ("tenant", job.spec.tenant), ("command", escape(what)),
+        *_array_rows(job),
+        *((key, escape(value)) for key, value in _spark_rows(job.spec.spark)),
         *((key, escape(value)) for key, value in _spec_rows(job.spec)),
         ("native id", job.native_id or "-"), ("exit code", str(job.exit_code)
                                               if job.exit_code is not None else "-"),
@@ -123,6 +147,13 @@ def show_job(job: Job, *, as_json: bool = False, brief: bool = False) -> None:
     console.print(table)
 
 
+def _array_rows(job: Job) -> list[tuple[str, str]]:
+    if job.elements is None:
+        return []
+    return [("array", f"{escape(job.spec.array or '')}: {job.elements} elements "
+                      f"(bridgehead list --parent {job.id})")]
+
+
 def show_jobs(jobs: Sequence[Job], next_cursor: str | None, *, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps({"jobs": [job_dict(j) for j in jobs], "next": next_cursor}))
@@ -131,7 +162,10 @@ def show_jobs(jobs: Sequence[Job], next_cursor: str | None, *, as_json: bool = F
     table.columns[0].no_wrap = True
     table.columns[6].no_wrap = True
     for j in jobs:
-        table.add_row(j.id, j.spec.name or "-", j.cluster, _state(j),
+        name = j.spec.name or "-"
+        if j.array_index is not None:
+            name = f"{name} [{j.array_index}]"
+        table.add_row(j.id, name, j.cluster, _state(j),
                       "-" if j.exit_code is None else str(j.exit_code), _duration(j),
                       _when(j.created_at))
     console.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -49,9 +50,15 @@ def make_backend(settings: AgentSettings) -> Backend:
             local = replace(local, slots=settings.slots)
         return LocalBackend(local)
     if settings.run_as or settings.run_as_tenants:
-        raise ConfigError(
-            f"run_as is not supported on the {settings.backend} backend: Slurm runs a job as "
-            "the user who submits it; run one agent as each user instead")
+        why = ("a Spark worker launches every driver as the worker's own user"
+               if settings.backend == "spark_standalone"
+               else "an EMR step runs as the cluster's hadoop user"
+               if settings.backend == "emr"
+               else "Livy runs a batch as its proxyUser ([agent.livy] proxy_user)"
+               if settings.backend == "livy"
+               else "Slurm runs a job as the user who submits it; run one agent as each user "
+                    "instead")
+        raise ConfigError(f"run_as is not supported on the {settings.backend} backend: {why}")
     if settings.backend == "slurm_cli":
         from bridgehead.backends.slurm_cli import SlurmCliBackend, SlurmCliConfig
 
@@ -62,6 +69,21 @@ def make_backend(settings: AgentSettings) -> Backend:
 
         return SlurmRestBackend(settings.slurm, state_dir=settings.state_dir,
                                 allowed_roots=tuple(settings.allowed_roots))
+    if settings.backend == "spark_standalone":
+        from bridgehead.backends.spark_standalone import SparkStandaloneBackend
+
+        return SparkStandaloneBackend(settings.spark, state_dir=settings.state_dir)
+    if settings.backend == "emr":
+        from bridgehead.backends.emr import EmrBackend
+
+        emr = settings.emr
+        if not emr.pool:
+            emr = emr.model_copy(update={"pool": settings.cluster})
+        return EmrBackend(emr, state_dir=settings.state_dir, failpoint=settings.failpoint)
+    if settings.backend == "livy":
+        from bridgehead.backends.livy import LivyBackend
+
+        return LivyBackend(settings.livy)
     raise ConfigError(f"unknown backend {settings.backend!r}")
 
 
@@ -97,12 +119,29 @@ def _uvicorn(settings: ServerSettings, *, access_log: bool) -> _Server:
     from bridgehead.server.app import create_app
 
     app = create_app(settings)
+    tls = settings.tls_cert is not None
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             access_log=access_log, log_config=None, lifespan="on",
-                            timeout_graceful_shutdown=GRACEFUL_S)
+                            timeout_graceful_shutdown=GRACEFUL_S,
+                            ssl_certfile=settings.tls_cert if tls else None,
+                            ssl_keyfile=settings.tls_key if tls else None)
+    if not tls and not is_loopback(settings.host):
+        logger.warning("listening on %s without TLS: tokens and job specs cross the network "
+                       "in clear; give --tls-cert and --tls-key (or put a TLS proxy in front)",
+                       settings.host)
     server = _Server(config)
     server.hub = app.state.store.hub
     return server
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name to listen on) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:

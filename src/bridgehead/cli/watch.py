@@ -51,10 +51,14 @@ def parse_seconds(text: str, what: str) -> float:
               help="Wait until every file present is complete, report, exit.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
               help="What was reported (JSON). [default: $BRIDGEHEAD_HOME/watch/<digest>.json]")
+@click.option("--source", metavar="NAME",
+              help="The events' source. A client token of one tenant posts only its own "
+                   "name or NAME/...: give the watcher a token named bridgehead.watch/<host>, "
+                   "or its token's name here.  [default: bridgehead.watch/<host>]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reported file.")
 def watch(dirs: tuple[Path, ...], globs: tuple[str, ...], recursive: bool, debounce: str,
           interval: str, allow_empty: bool, from_now: bool, once: bool,
-          state_path: Path | None, as_json: bool) -> None:
+          state_path: Path | None, source: str | None, as_json: bool) -> None:
     """Post a file.created event for each file that lands in DIR... (rules act on them).
 
     Polls (no inotify: it misses writes by other hosts on NFS/Lustre). Files named .* or
@@ -71,7 +75,9 @@ def watch(dirs: tuple[Path, ...], globs: tuple[str, ...], recursive: bool, debou
         interval_s=parse_seconds(interval, "--interval"),
         debounce_s=parse_seconds(debounce, "--debounce"),
         allow_empty=allow_empty, from_now=from_now, state_path=state_path)
-    watcher = DirectoryWatcher(settings)
+    if source is not None and not source.strip():
+        raise InvalidSpec("--source: give a name")
+    watcher = DirectoryWatcher(settings, source=source)
     setup_logging("text", "WARNING")
     if not as_json:
         output.progress_console.print(

@@ -21,8 +21,9 @@ import yaml
 from rich.table import Table
 
 from bridgehead.cli import output, runs_view
-from bridgehead.domain.jobs import Resources
+from bridgehead.domain.jobs import JobSpec, Resources
 from bridgehead.domain.runs import RunState
+from bridgehead.domain.spark import sized as spark_sized
 from bridgehead.domain.workflows import InvalidWorkflow, StepSpec, WorkflowSpec
 from bridgehead.errors import InvalidSpec
 
@@ -39,9 +40,19 @@ def workflow() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print each parsed workflow as one line of JSON.")
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check workflow files: exit 0 and show their steps, or exit 2 at the first error."""
+    """Check workflow files: exit 0 and show their steps, or print every error of every
+    file, one a line (``file:line: steps[2].needs[0]: ...``), and exit 2."""
     from bridgehead.workflows import load_workflow
+    from bridgehead.workflows.spec import read_spec_file, validate_workflow
 
+    # The same checks as POST /v1/workflows/validate (and the editor): all errors at once, so
+    # a file is fixed in one pass rather than one error per run.
+    problems = [p.message(str(path)) for path in files
+                for p in validate_workflow(read_spec_file(path), str(path))]
+    for message in problems:
+        click.echo(f"bridgehead: error: {message}", err=True)
+    if problems:
+        sys.exit(2)
     specs = [load_workflow(path) for path in files]
     for spec in specs:
         if as_json:
@@ -280,7 +291,7 @@ def steps_table(spec: WorkflowSpec) -> Table:
     for step_id in spec.topological_order():
         step = spec.step(step_id)
         table.add_row(step.id, ", ".join(step.needs) or "-", _foreach(step), _where(step),
-                      _resources(step.resources))
+                      _step_resources(step))
     return table
 
 
@@ -301,6 +312,16 @@ def _where(step: StepSpec) -> str:
     if step.cluster:
         return step.cluster
     return " ".join(f"{key}={value}" for key, value in step.cluster_labels.items())
+
+
+def _step_resources(step: StepSpec) -> str:
+    """The step's resources; a Spark step's as its app makes them (its shape shown)."""
+    app = step.spark
+    if app is None:
+        return _resources(step.resources)
+    sized = spark_sized(JobSpec(cluster="x", spark=app, resources=step.resources), ())
+    return (f"spark: {app.driver_cores} driver + {sized.spark.executors if sized.spark else 0}"
+            f" x {app.executor_cores} = {_resources(sized.resources)}")
 
 
 def _resources(res: Resources) -> str:

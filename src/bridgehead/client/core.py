@@ -10,26 +10,44 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
+import logging
+import re
+import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import certifi
 import httpx
 
-from bridgehead.config import ClientSettings
-from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition, Usage
+from bridgehead.client.replicas import NOT_SENT, UNAVAILABLE, Replicas, may_repeat
+from bridgehead.config import ClientSettings, server_urls
+from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
 from bridgehead.errors import (
     AuthError,
     ClientError,
+    ConfigError,
     Conflict,
     Forbidden,
     InvalidSpec,
     NotFound,
+    RateLimited,
     ServerUnavailable,
 )
+from bridgehead.logs import quiet_requests
 from bridgehead.store.base import LogChunk
+
+logger = logging.getLogger(__name__)
+RIDE_OUT_S = 60.0
+"""How long a long-poll goes on retrying while no replica answers (then ServerUnavailable)."""
+MAX_RETRY_AFTER_S = 30.0
+"""The longest a 429's Retry-After is honoured for (a longer one waits this long)."""
 
 _BY_STATUS: dict[int, type[ClientError] | type[Exception]] = {
     400: InvalidSpec, 401: AuthError, 403: Forbidden, 404: NotFound, 409: Conflict,
@@ -44,13 +62,19 @@ def _epoch(value: str | None) -> float | None:
 def job_from_api(data: dict[str, Any]) -> Job:
     usage = data.get("usage")
     return Job(
-        id=data["id"], spec=JobSpec.from_dict(data["spec"]), state=JobState(data["state"]),
+        id=data["id"], state=JobState(data["state"]),
+        # an array element's spec is its parent's, without what runs (not a request)
+        spec=(JobSpec.from_stored(data["spec"]) if data.get("parent_id")
+              else JobSpec.from_dict(data["spec"])),
+        parent_id=data.get("parent_id"), array_index=data.get("array_index"),
+        elements=data.get("elements"), log_base=data.get("log_base"),
         version=data["version"], attempt=data["attempt"], native_id=data["native_id"],
         agent_id=data.get("agent_id"),
         exit_code=data["exit_code"], reason=data["reason"],
         cancel_requested=data["cancel_requested"],
         usage=Usage(elapsed_s=usage["elapsed_s"], cores=usage["cores"], nodes=usage["nodes"],
-                    max_rss_mb=usage["max_rss_mb"]) if usage else None,
+                    max_rss_mb=usage["max_rss_mb"], estimated=usage.get("estimated", False),
+                    instance_hours=usage.get("instance_hours")) if usage else None,
         created_at=_epoch(data["created_at"]) or 0.0, updated_at=_epoch(data["updated_at"]) or 0.0,
         submitted_at=_epoch(data["submitted_at"]), started_at=_epoch(data["started_at"]),
         finished_at=_epoch(data["finished_at"]),
@@ -65,6 +89,10 @@ def transition_to_api(t: Transition) -> dict[str, Any]:
     if t.usage is not None:
         out["usage"] = {"elapsed_s": t.usage.elapsed_s, "cores": t.usage.cores,
                         "nodes": t.usage.nodes, "max_rss_mb": t.usage.max_rss_mb}
+        if t.usage.estimated:  # only when set: other backends' reports stay as they were
+            out["usage"].update(estimated=True, instance_hours=t.usage.instance_hours)
+    if t.infrastructure:
+        out["infrastructure"] = True
     return out
 
 
@@ -73,17 +101,59 @@ def chunk_to_api(c: LogChunk) -> dict[str, Any]:
             "data": base64.b64encode(c.data).decode()}
 
 
+Verify = str | Path | ssl.SSLContext | None
+"""How a client checks the server's TLS certificate: a PEM CA bundle's path, a ready
+``ssl.SSLContext``, or None (the settings' ``ca_bundle``, else certifi's CAs, as httpx)."""
+
+
+def tls_context(verify: Verify) -> ssl.SSLContext:
+    """The SSL context of a client, made once per process and CA bundle and shared by every
+    client: loading a CA bundle takes tens of milliseconds of CPU, which a triggerer running
+    hundreds of triggers (each with its client) must not spend in its event loop. ConfigError
+    naming a CA bundle that cannot be read."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _shared_context(str(verify) if verify is not None else None)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_context(cafile: str | None) -> ssl.SSLContext:
+    """For ``cafile`` None, certifi's bundle: the CAs httpx trusts by default."""
+    try:
+        return ssl.create_default_context(cafile=cafile or certifi.where())
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot read CA bundle {cafile}: {exc}") from exc
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error, if that is what it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class AsyncClient:
     def __init__(
         self, url: str | None = None, token: str | None = None, *, timeout: float | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, verify: Verify = None,
     ) -> None:
+        quiet_requests()  # a line per request is DEBUG, not INFO (httpx's own choice)
         settings = ClientSettings.load(url=url, token=token, timeout_s=timeout)
         headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-        self.url = settings.url.rstrip("/")
+        self.replicas = Replicas(server_urls(settings.url))
         self.timeout = settings.timeout_s
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, transport=transport,
-                                       timeout=httpx.Timeout(settings.timeout_s, connect=5.0))
+        context = tls_context(verify if verify is not None else settings.ca_bundle)
+        self._http = httpx.AsyncClient(headers=headers, transport=transport,
+                                       timeout=httpx.Timeout(settings.timeout_s, connect=5.0),
+                                       verify=context)
+
+    @property
+    def url(self) -> str:
+        """The server (replica) this client talks to now."""
+        return self.replicas.url
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -97,22 +167,86 @@ class AsyncClient:
     async def _request(
         self, method: str, path: str, *, wait_s: float = 0.0, **kw: Any
     ) -> httpx.Response:
+        """:meth:`_ride_out`; a request refused 429 (its token has too many requests in
+        service at once: nothing of it was done) is sent again after the answer's
+        ``Retry-After``, for up to the client's timeout (then RateLimited)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return await self._ride_out(method, path, wait_s=wait_s, **kw)
+            except RateLimited as exc:
+                if time.monotonic() + exc.retry_after > deadline:
+                    raise
+                logger.debug("%s; sending it again in %.1fs", exc, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
+
+    async def _ride_out(
+        self, method: str, path: str, *, wait_s: float = 0.0, **kw: Any
+    ) -> httpx.Response:
+        """:meth:`_send`; a long-poll (``wait_s``) that may be sent again rides out an outage
+        of every replica (or of the one behind a load balancer: a replica that dies under a
+        long-poll drops it, and the balancer may answer 502 until its health check notices)
+        for up to :data:`RIDE_OUT_S`, retrying with a backoff: a follower resumes with its
+        cursor instead of ending."""
+        if not wait_s or not may_repeat(method, path, kw):
+            return await self._send(method, path, wait_s=wait_s, **kw)
+        deadline = time.monotonic() + RIDE_OUT_S
+        delay = 0.5
+        while True:
+            try:
+                return await self._send(method, path, wait_s=wait_s, **kw)
+            except ServerUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("%s; retrying the long-poll in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _send(
+        self, method: str, path: str, *, wait_s: float = 0.0, **kw: Any
+    ) -> httpx.Response:
+        """Send to the current replica; on a connection error or a 502/503/504, to the next
+        (see :mod:`bridgehead.client.replicas` for which requests are sent twice)."""
         if wait_s:
             kw["timeout"] = httpx.Timeout(self.timeout + wait_s, connect=5.0)
-        try:
-            response = await self._http.request(method, path, **kw)
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"cannot reach Bridgehead at {self.url}: {exc!r}") from exc
-        if response.status_code >= 400:
-            _raise_for(response)
-        return response
+        repeat = may_repeat(method, path, kw)
+        failure: Exception | None = None
+        for url in self.replicas.order():
+            try:
+                response = await self._http.request(method, url + path, **kw)
+            except httpx.TransportError as exc:
+                if (bad := _untrusted(exc)) is not None:
+                    raise ConfigError(
+                        f"TLS: the certificate of {url} is not trusted ({bad.verify_message}): "
+                        "give the CA that signed it (--ca-bundle, BRIDGEHEAD_CA_BUNDLE)") from exc
+                self.replicas.failed(url)
+                if not (repeat or isinstance(exc, NOT_SENT)):
+                    raise ServerUnavailable(f"cannot reach Bridgehead at {url}: {exc!r}") from exc
+                failure = ServerUnavailable(f"cannot reach Bridgehead at {url}: {exc!r}")
+                failure.__cause__ = exc
+                continue
+            if response.status_code in UNAVAILABLE:
+                self.replicas.failed(url)
+                failure = _error_of(response)
+                if repeat:
+                    continue
+                raise failure
+            self.replicas.ok(url)
+            if response.status_code >= 400:
+                _raise_for(response)
+            return response
+        assert failure is not None
+        raise failure
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
         return (await self._request(method, path, **kw)).json()
 
     # -- jobs ------------------------------------------------------------------------------
-    async def submit(self, spec: JobSpec) -> Job:
-        return job_from_api((await self._json("POST", "/v1/jobs", json=_spec_to_api(spec)))["job"])
+    async def submit(self, spec: JobSpec, *, explicit: Collection[str] = ()) -> Job:
+        """Submit ``spec``. A resource at its default is sent only if named in ``explicit``
+        (then it beats the script's #SBATCH directive, as on sbatch's command line)."""
+        body = _spec_to_api(spec, explicit)
+        return job_from_api((await self._json("POST", "/v1/jobs", json=body))["job"])
 
     async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
         body = {"jobs": [_spec_to_api(s) for s in specs]}
@@ -125,11 +259,13 @@ class AsyncClient:
     async def list_jobs(
         self, *, cluster: str | None = None, states: Sequence[str] = (), tenant: str | None = None,
         labels: dict[str, str] | None = None, limit: int = 100, after: str | None = None,
+        parent: str | None = None,
     ) -> tuple[list[Job], str | None]:
         params: dict[str, Any] = {"limit": limit, "state": list(states),
                                   "label": [f"{k}={v}" for k, v in (labels or {}).items()]}
         params.update({k: v for k, v in (("cluster", cluster), ("tenant", tenant),
-                                         ("after", after)) if v is not None})
+                                         ("after", after), ("parent", parent))
+                       if v is not None})
         page = await self._json("GET", "/v1/jobs", params=params)
         return [job_from_api(j) for j in page["jobs"]], page["next"]
 
@@ -158,9 +294,13 @@ class AsyncClient:
 
     async def read_logs(self, job_id: str, *, stream: str = "stdout", offset: int = 0,
                         wait: float = 0.0) -> tuple[bytes, int, JobState]:
-        """(bytes, next offset, job state)."""
+        """(bytes, next offset, job state). Bytes never stored (a gap at ``offset``) are
+        skipped by the server, which says so: a WARNING names the job and how many."""
         r = await self._request("GET", f"/v1/jobs/{job_id}/logs", wait_s=wait,
                                 params={"stream": stream, "offset": offset, "wait": wait})
+        if gap := r.headers.get("x-log-gap"):
+            logger.warning("job %s: %s bytes of its %s at offset %d were never stored "
+                           "(skipped)", job_id, gap, stream, offset)
         return r.content, int(r.headers["x-next-offset"]), JobState(r.headers["x-job-state"])
 
     async def follow_logs(self, job_id: str, *, stream: str = "stdout",
@@ -226,9 +366,37 @@ class AsyncClient:
     async def delete_rule(self, name: str) -> None:
         await self._request("DELETE", f"/v1/rules/{name}")
 
+    # -- schedules ----------------------------------------------------------------------------
+    async def list_schedules(self, *, next_runs: int = 5) -> list[dict[str, Any]]:
+        """The workflow schedules the token may see, each with its next run times."""
+        return await self._json("GET", "/v1/schedules", params={"next_runs": next_runs})
+
+    async def pause_schedule(self, workflow: str) -> dict[str, Any]:
+        return await self._json("POST", f"/v1/schedules/{quote(workflow, safe='')}/pause")
+
+    async def resume_schedule(self, workflow: str) -> dict[str, Any]:
+        """Resume: it ticks again from now (ticks that fell while paused are not run)."""
+        return await self._json("POST", f"/v1/schedules/{quote(workflow, safe='')}/resume")
+
     # -- clusters, events, tokens -------------------------------------------------------------
     async def clusters(self) -> list[dict[str, Any]]:
         return await self._json("GET", "/v1/clusters")
+
+    async def pools(self) -> list[dict[str, Any]]:
+        """``GET /v1/pools``: the elastic pools, each with its live nodes by state."""
+        return await self._json("GET", "/v1/pools")
+
+    async def lift_pool(self, name: str) -> dict[str, Any]:
+        """End a pool's quarantine and backoff (admins)."""
+        return await self._json("POST", f"/v1/pools/{quote(name, safe='')}/lift")
+
+    async def costs(self, *, by: str = "dag", bucket: str = "day", since: float | None = None,
+                    until: float | None = None) -> dict[str, Any]:
+        """``GET /v1/costs``: costs rolled up ``by`` a job, run, workflow, dag, tenant,
+        cluster or in total, per ``bucket`` (day, hour, none), over [since, until)."""
+        params: dict[str, Any] = {"by": by, "bucket": bucket}
+        params.update({k: v for k, v in (("since", since), ("until", until)) if v is not None})
+        return await self._json("GET", "/v1/costs", params=params)
 
     async def events(
         self, *, after: int = 0, limit: int = 100, wait: float = 0.0
@@ -264,10 +432,22 @@ class AsyncClient:
     # -- agent side ------------------------------------------------------------------------
     async def claim(self, cluster: str, agent_id: str, *, max_jobs: int, wait_s: float = 0.0,
                     cancelling: Sequence[str] = ()) -> tuple[list[Job], list[str]]:
+        jobs, cancel, _poll, _at = await self.claim_work(
+            cluster, agent_id, max_jobs=max_jobs, wait_s=wait_s, cancelling=cancelling)
+        return jobs, cancel
+
+    async def claim_work(self, cluster: str, agent_id: str, *, max_jobs: int,
+                         wait_s: float = 0.0, cancelling: Sequence[str] = (),
+                         poll_since: float | None = None
+                         ) -> tuple[list[Job], list[str], bool, float | None]:
+        """As :meth:`claim`, and whether the server says "poll your scheduler now" (a job
+        event of the cluster's scheduler came during the wait, or since ``poll_since``), and
+        the answer's server time (the next call's ``poll_since``)."""
         body = {"cluster": cluster, "agent_id": agent_id, "max_jobs": max_jobs,
-                "wait_s": wait_s, "cancelling": list(cancelling)}
+                "wait_s": wait_s, "cancelling": list(cancelling), "poll_since": poll_since}
         out = await self._json("POST", "/v1/agent/claim", json=body, wait_s=wait_s)
-        return [job_from_api(j) for j in out["jobs"]], out["cancel"]
+        return ([job_from_api(j) for j in out["jobs"]], out["cancel"], bool(out.get("poll")),
+                out.get("at"))
 
     async def adopt(self, cluster: str, agent_id: str) -> list[Job]:
         out = await self._json("POST", "/v1/agent/adopt",
@@ -284,23 +464,65 @@ class AsyncClient:
 
     async def heartbeat(self, cluster: str, agent_id: str, *, backend: str,
                         labels: dict[str, str] | None = None,
-                        info: dict[str, Any] | None = None) -> None:
-        await self._json("POST", "/v1/agent/heartbeat", json={
-            "cluster": cluster, "agent_id": agent_id, "backend": backend,
-            "labels": labels or {}, "info": info or {}})
+                        info: dict[str, Any] | None = None,
+                        nodes: list[dict[str, Any]] | None = None,
+                        node_errors: list[dict[str, Any]] | None = None,
+                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Mark the cluster online, renew the agent's leases; with ``nodes`` (the agent runs
+        pool providers) report them and ``node_errors``. The answer's pools of this cluster
+        and the scale commands for the agent: ``(pools, scale)``."""
+        body: dict[str, Any] = {"cluster": cluster, "agent_id": agent_id, "backend": backend,
+                                "labels": labels or {}, "info": info or {}}
+        if nodes is not None:  # only then: a server without pools knows no such fields
+            body["nodes"] = nodes
+        if node_errors:
+            body["node_errors"] = node_errors
+        answer = await self._json("POST", "/v1/agent/heartbeat", json=body)
+        return list(answer.get("pools") or []), list(answer.get("scale") or [])
 
 
-def _spec_to_api(spec: JobSpec) -> dict[str, Any]:
+def _spec_to_api(spec: JobSpec, explicit: Collection[str] = ()) -> dict[str, Any]:
+    """The body of a submit. A resource at its default (cores 1, nodes 1, gpus 0, the rest
+    unset) is left out unless ``explicit`` names it: the server then takes it from the
+    script's #SBATCH directives."""
     data = spec.to_dict()
+    defaults = Resources().to_dict()
+    data["resources"] = {k: v for k, v in data["resources"].items()
+                         if v != defaults[k] or (k in explicit and v is not None)}
     return {k: v for k, v in data.items() if v is not None}
 
 
 def _raise_for(response: httpx.Response) -> None:
+    raise _error_of(response)
+
+
+def _error_of(response: httpx.Response) -> Exception:
+    """The error of a failed answer: Bridgehead's ``detail``, else the first words of what
+    answered (a proxy's HTML page says nothing a person needs: its title or its first line)."""
     try:
         detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = _plain(response.text)
+    if response.status_code == 429:
+        return RateLimited(f"429: {detail}", retry_after=_retry_after(response))
+    return error_for(response.status_code, f"{response.status_code}: {detail}")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """A 429's ``Retry-After`` in seconds (1 if absent or a date), within 0.1 s and
+    :data:`MAX_RETRY_AFTER_S`."""
+    try:
+        seconds = float(response.headers.get("retry-after", "1"))
     except ValueError:
-        detail = response.text
-    raise error_for(response.status_code, f"{response.status_code}: {detail}")
+        seconds = 1.0
+    return min(MAX_RETRY_AFTER_S, max(0.1, seconds))
+
+
+def _plain(text: str) -> str:
+    if found := re.search(r"<h1>(.*?)</h1>|<title>(.*?)</title>", text, re.I | re.S):
+        text = found[1] or found[2] or ""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line[:200] or "(no body)"
 
 
 def error_for(status: int, message: str) -> Exception:
@@ -316,12 +538,12 @@ class Client:
     here as a plain call, every async iterator as a plain iterator."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, verify: Verify = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="bridgehead-client")
         self._thread.start()
-        self._async = self._run(_make_async(url, token, timeout))
+        self._async = self._run(_make_async(url, token, timeout, verify))
         self.url = self._async.url
 
     def _run(self, coro: Any) -> Any:
@@ -363,5 +585,6 @@ class Client:
         self.close()
 
 
-async def _make_async(url: str | None, token: str | None, timeout: float | None) -> AsyncClient:
-    return AsyncClient(url, token, timeout=timeout)
+async def _make_async(url: str | None, token: str | None, timeout: float | None,
+                      verify: Verify) -> AsyncClient:
+    return AsyncClient(url, token, timeout=timeout, verify=verify)

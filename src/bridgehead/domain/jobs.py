@@ -7,6 +7,9 @@ Lifecycle::
                  v            v             +-> (any terminal state)
               queued       failed (the scheduler refused it), cancelled
 
+    submitted | running -> queued (attempt + 1): the attempt was lost to the infrastructure
+                           (see :func:`requeue_lost`), at most ``max_lost_attempts`` times
+
 Every store write is a compare-and-set against the states in ``TRANSITIONS``: a stale or
 duplicate report names a transition that is no longer allowed and changes nothing.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
+from bridgehead.domain.spark import SparkApp
 from bridgehead.errors import InvalidSpec
 
 
@@ -173,6 +177,14 @@ class JobSpec:
     cluster_labels: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()
     script: str | None = None
+    args: tuple[str, ...] = ()
+    """Arguments given to ``script``, as in ``sbatch job.sh a b c`` (only with a script)."""
+    array: str | None = None
+    """A job array's index set, as sbatch's ``--array`` takes it (``0-99``, ``1,3,5-7``,
+    ``0-99:2``, with an optional ``%N`` throttle): one native submission whose elements are
+    Bridgehead jobs of their own."""
+    spark: SparkApp | None = None
+    """A Spark application (``spark-submit``'s arguments, typed), for Spark backends."""
     name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
@@ -196,16 +208,18 @@ class JobSpec:
         if not self.cluster and not self.cluster_labels:
             raise InvalidSpec("give a cluster, or cluster_labels to route the job by")
         _check_labels(self.cluster_labels, "cluster label")
-        if bool(self.command) == (self.script is not None):
-            raise InvalidSpec("give exactly one of command (argv list) or script")
-        if len(self.command) > MAX_ARGS:
-            raise InvalidSpec(f"command has more than {MAX_ARGS} arguments")
-        for i, arg in enumerate(self.command):
-            if "\x00" in arg:
-                raise InvalidSpec("command arguments may not contain NUL bytes")
-            if len(arg) > MAX_ARG_BYTES // 4 and len(arg.encode()) > MAX_ARG_BYTES:
-                raise InvalidSpec(f"command[{i}] is longer than {MAX_ARG_BYTES} bytes, "
-                                  "the most one exec argument may be: pass a file instead")
+        if bool(self.command) + (self.script is not None) + (self.spark is not None) != 1:
+            raise InvalidSpec("give exactly one of command (argv list), script or spark "
+                              "(a Spark application)")
+        if self.spark is not None and self.array is not None:
+            raise InvalidSpec("array is for commands and scripts, not a Spark application")
+        _check_argv(self.command, "command", 0)
+        if self.args and self.script is None:
+            raise InvalidSpec("args are a script's arguments: give them with a script "
+                              "(a command's arguments are part of command)")
+        _check_argv(self.args, "args", len(self.command))
+        if self.array is not None:
+            array_indices(self.array)
         if self.script is not None:
             if len(self.script.encode()) > MAX_SCRIPT_BYTES:
                 raise InvalidSpec(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
@@ -238,11 +252,13 @@ class JobSpec:
         """Plain JSON types (a shallow walk: ``asdict``'s deep copy is the hot path's cost)."""
         data = {name: getattr(self, name) for name in _SPEC_FIELDS}
         data["command"] = list(self.command)
+        data["args"] = list(self.args)
         data["scheduler_options"] = list(self.scheduler_options)
         data["env"] = dict(self.env)
         data["labels"] = dict(self.labels)
         data["cluster_labels"] = dict(self.cluster_labels)
         data["resources"] = self.resources.to_dict()
+        data["spark"] = None if self.spark is None else self.spark.to_dict()
         return data
 
     @classmethod
@@ -257,6 +273,9 @@ class JobSpec:
             object.__setattr__(resources, name, data["resources"].get(name))
         object.__setattr__(spec, "resources", resources)
         object.__setattr__(spec, "command", tuple(data["command"]))
+        object.__setattr__(spec, "args", tuple(data.get("args") or ()))
+        spark = data.get("spark")
+        object.__setattr__(spec, "spark", None if spark is None else SparkApp.from_stored(spark))
         object.__setattr__(spec, "scheduler_options", tuple(data["scheduler_options"]))
         object.__setattr__(spec, "cluster_labels", data.get("cluster_labels") or {})
         return spec
@@ -270,6 +289,9 @@ class JobSpec:
                 **{
                     **data,
                     "command": tuple(data.get("command") or ()),
+                    "args": tuple(data.get("args") or ()),
+                    "spark": None if data.get("spark") is None
+                    else SparkApp.from_dict(data["spark"]),
                     "scheduler_options": tuple(data.get("scheduler_options") or ()),
                     "resources": Resources(**resources),
                 }
@@ -280,6 +302,44 @@ class JobSpec:
 
 _SPEC_FIELDS = tuple(f.name for f in fields(JobSpec))
 RESOURCE_FIELDS = tuple(f.name for f in fields(Resources))
+
+
+def _check_argv(words: tuple[str, ...], what: str, before: int) -> None:
+    if before + len(words) > MAX_ARGS:
+        raise InvalidSpec(f"{what} has more than {MAX_ARGS} arguments")
+    for i, arg in enumerate(words):
+        if "\x00" in arg:
+            raise InvalidSpec(f"{what} arguments may not contain NUL bytes")
+        if len(arg) > MAX_ARG_BYTES // 4 and len(arg.encode()) > MAX_ARG_BYTES:
+            raise InvalidSpec(f"{what}[{i}] is longer than {MAX_ARG_BYTES} bytes, "
+                              "the most one exec argument may be: pass a file instead")
+
+
+MAX_ARRAY_SIZE = 10_000
+"""The most elements one array may have (Slurm's own MaxArraySize defaults to 1001)."""
+_ARRAY_PART = re.compile(r"(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?")
+
+
+def array_indices(text: str) -> tuple[list[int], int | None]:
+    """The indices of an array expression (sbatch's ``--array`` syntax) and its ``%``
+    throttle, or :class:`InvalidSpec` naming what is wrong."""
+    body, pct, throttle = text.partition("%")
+    if pct and not (throttle.isdigit() and int(throttle) >= 1):
+        raise InvalidSpec(f"array {text!r}: the throttle after '%' must be a number >= 1")
+    indices: set[int] = set()
+    for part in body.split(","):
+        match = _ARRAY_PART.fullmatch(part)
+        if not match:
+            raise InvalidSpec(f"array {text!r}: {part!r} is not N, N-M or N-M:STEP")
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        step = int(match[3]) if match[3] is not None else 1
+        if last < first or step < 1:
+            raise InvalidSpec(f"array {text!r}: {part!r} is an empty range")
+        if (last - first) // step + 1 + len(indices) > MAX_ARRAY_SIZE:
+            raise InvalidSpec(f"array {text!r} has more than {MAX_ARRAY_SIZE} elements")
+        indices.update(range(first, last + 1, step))
+    return sorted(indices), int(throttle) if pct else None
 
 
 def _check_labels(labels: dict[str, str], what: str) -> None:
@@ -303,6 +363,11 @@ class Usage:
     cores: int = 0
     nodes: int = 0
     max_rss_mb: float | None = None
+    estimated: bool = False
+    """Not measured per job but apportioned from a shared resource's accounting (EMR: the
+    cluster's NormalizedInstanceHours shared out to its steps by runtime x cores)."""
+    instance_hours: float | None = None
+    """The job's share of its cluster's normalized instance hours (EMR), when estimated."""
 
     @property
     def core_seconds(self) -> float:
@@ -330,6 +395,15 @@ class Job:
     submitted_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    parent_id: str | None = None
+    """An array element's parent (see :mod:`bridgehead.domain.arrays`)."""
+    array_index: int | None = None
+    """An array element's index."""
+    elements: int | None = None
+    """An array parent's number of elements."""
+    log_base: dict[str, int] | None = None
+    """Where this attempt's log bytes start, per stream, after those of the attempts lost
+    before it (None: the first attempt, from 0)."""
 
     @property
     def cluster(self) -> str:
@@ -351,3 +425,37 @@ class Transition:
     reason: str | None = None
     usage: Usage | None = None
     at: float | None = None
+    infrastructure: bool = False
+    """With LOST: the backend knows the infrastructure lost the attempt (see
+    :func:`requeue_lost`)."""
+
+
+LOST_ATTEMPT_STATES = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+"""The states an attempt lost to the infrastructure is taken from to be queued again."""
+
+
+def requeue_lost(job: Job, t: Transition, max_lost_attempts: int) -> bool:
+    """Whether report ``t`` of ``job`` queues the job again for a new attempt instead of
+    ending it LOST: the backend knows the attempt was lost to the infrastructure (a dead node,
+    worker or cluster: never a job merely missing from the scheduler, which may have run),
+    nobody asked to cancel it, and fewer than ``max_lost_attempts`` attempts were lost before.
+    Each lost attempt gets exactly one new one, and these do not use up a workflow step's
+    retries: the job keeps its id, so its task sees one job that ends once. Array jobs and
+    their elements are never re-queued one by one."""
+    return (t.state is JobState.LOST and t.infrastructure and job.state in LOST_ATTEMPT_STATES
+            and not job.cancel_requested and job.attempt <= max_lost_attempts
+            and job.parent_id is None and job.elements is None)
+
+
+def attempt_tag(job_id: str, attempt: int) -> str:
+    """The tag an attempt's native job carries, by which an agent finds it after a crash:
+    the job id for the first attempt, ``<id>.a<n>`` for attempt n, so a new attempt is never
+    mistaken for the lost one still known to the scheduler."""
+    return job_id if attempt <= 1 else f"{job_id}.a{attempt}"
+
+
+def lost_marker(attempt: int, reason: str | None) -> bytes:
+    """The line between a lost attempt's log and the next attempt's, in each stream."""
+    why = f": {reason}" if reason else ""
+    return (f"\n[bridgehead] attempt {attempt} was lost{why}; "
+            f"attempt {attempt + 1} follows\n").encode()

@@ -12,6 +12,12 @@ the job's name and working_dir, and workflow param values may contain ``{{ data.
 ``{{ event.id }}``, rendered once, never evaluated, never through a shell: ``$(rm -rf /)``
 stays those characters in one argv word. A path the event lacks fails the action.
 
+A job template's script may carry ``#SBATCH`` directives, honoured or refused as at the API's
+submit (:func:`bridgehead.domain.sbatch.apply`): they fill the resources, name and working_dir
+the template does not give. A refused or unreadable directive fails the rule when it is
+built (``actions[0].submit_job.script: script line 3: ...``); one on a line holding a
+template can only be read per event, and fails that event's action (``rule.failed``).
+
 Everything is checked when a rule is built (patterns compiled, templates parsed, a trial job
 built), and every error is an :class:`InvalidRule` naming its field:
 ``actions[1].webhook.url: must be an http or https URL``.
@@ -25,11 +31,12 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from bridgehead.domain import sbatch, spark
 from bridgehead.domain.event_templates import render, trial_render
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import MAX_KEY_LEN, JobSpec, Resources
@@ -58,6 +65,11 @@ _SENSITIVE_HEADER = re.compile(r".*(authorization|cookie|token|secret|key|passwo
 
 class InvalidRule(InvalidAt):
     """The rule is not valid (at ``loc``: ``("actions", 1, "webhook", "url")``)."""
+
+
+class InvalidDirective(InvalidRule):
+    """A job template's script has an ``#SBATCH`` directive that is refused or cannot be read
+    (:func:`rule_from_dict` names the rule in the message)."""
 
 
 def idempotency_key(rule: str, event: Event, index: int) -> str:
@@ -132,8 +144,8 @@ _checked = InvalidRule.located
 
 
 # -- submit_job ----------------------------------------------------------------------------
-_JOB_FIELDS = ("cluster", "cluster_labels", "command", "script", "name", "env", "working_dir",
-               "resources", "scheduler_options", "labels", "tenant")
+_JOB_FIELDS = ("cluster", "cluster_labels", "command", "script", "spark", "name", "env",
+               "working_dir", "resources", "scheduler_options", "labels", "tenant")
 _RESOURCE_FIELDS = ("cores", "nodes", "memory", "gpus", "walltime", "partition", "account",
                     "max_cores", "max_nodes")
 
@@ -174,7 +186,32 @@ def _job_template(data: Any) -> dict[str, Any]:
         if key in template:
             template[key] = _text_map(template[key], (key,), words=key == "env")
     resources_from_dict(template.get("resources", {}), ("resources",))
+    if "spark" in template:
+        template["spark"] = _spark_template(template["spark"], ("spark",))
     return template
+
+
+def _spark_template(data: Any, loc: Loc) -> dict[str, Any]:
+    """A ``spark`` template's fields checked for type (:data:`spark.TEMPLATE_FIELDS`)."""
+    app = dict(_mapping(data, loc, spark.TEMPLATE_FIELDS, required=("application",)))
+    for key in ("application", "main_class"):
+        if key in app:
+            app[key] = _text(app[key], (*loc, key))
+    for key in ("arguments", "py_files", "jars", "files"):
+        if key in app:
+            app[key] = _words(app[key], (*loc, key))
+    if "conf" in app:
+        app["conf"] = _text_map(app["conf"], (*loc, "conf"), words=True)
+    for key in ("driver_cores", "executor_cores", "executors", "driver_memory",
+                "executor_memory"):
+        if key not in app:
+            continue
+        value, memory = app[key], key.endswith("memory")
+        if isinstance(value, bool) or not (
+                isinstance(value, int) or (memory and isinstance(value, str))):
+            raise InvalidRule("must be MB (an integer) or a size (2G)" if memory
+                              else "must be an integer", (*loc, key))
+    return app
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,13 +224,30 @@ class SubmitJob:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "template", _job_template(self.template))
-        _checked((), self._build, trial_render, "rule", "trial")
+        trial = _checked((), self._build, trial_render, "rule", "trial")
+        if trial.script is not None:  # the directives of lines without a template, now
+            static = _static_directives(self.template["script"])
+            try:
+                self._directed(replace(trial, script=static))
+            except InvalidSpec as exc:
+                raise InvalidDirective(exc.message, ("script",)) from exc
 
     def job_spec(self, event: Event, rule_name: str, index: int) -> JobSpec:
         """The job for ``event``: labelled ``rule: <rule_name>``, keyed so that a redelivered
-        event submits nothing new. ``InvalidSpec`` if a template's path is missing."""
-        return self._build(partial(render, event=event), rule_name,
-                           idempotency_key(rule_name, event, index))
+        event submits nothing new, in the event's tenant (its poster's: a rule acts for who
+        sent the event, with that tenant's rights). A template that names a tenant acts for
+        that tenant's events only (and for untenanted ones, which only tokens of every tenant
+        post). ``InvalidSpec`` if a template's path is missing or the tenants differ."""
+        spec = self._directed(self._build(partial(render, event=event), rule_name,
+                                          idempotency_key(rule_name, event, index)))
+        if not event.tenant:
+            return spec
+        named = self.template.get("tenant")
+        if named is not None and named != event.tenant:
+            raise InvalidSpec(f"rule {rule_name!r} submits into tenant {named!r}: an event of "
+                              f"tenant {event.tenant!r} may not act there (a rule acts in its "
+                              "event's tenant; leave tenant out to follow the event)")
+        return replace(spec, tenant=event.tenant)
 
     def _build(self, text: Callable[[str], str], rule_name: str, key: str) -> JobSpec:
         t = self.template
@@ -201,6 +255,7 @@ class SubmitJob:
             cluster=t.get("cluster", ""), cluster_labels=dict(t.get("cluster_labels", {})),
             command=tuple(text(word) for word in t.get("command", ())),
             script=text(t["script"]) if "script" in t else None,
+            spark=spark.from_template(t["spark"], text) if "spark" in t else None,
             name=text(t["name"])[:256] if "name" in t else None,
             env={name: text(value) for name, value in t.get("env", {}).items()},
             working_dir=text(t["working_dir"]) if "working_dir" in t else None,
@@ -210,11 +265,28 @@ class SubmitJob:
             tenant=t.get("tenant", "default"), idempotency_key=key,
         )
 
+    def _directed(self, spec: JobSpec) -> JobSpec:
+        """``spec`` with its script's directives taken in where the template gives no value:
+        the resources it names (even at their defaults), its name and working_dir; a Spark
+        application's size made its resources (:func:`spark.sized`)."""
+        t = self.template
+        given = {RESOURCE_UNITS.get(k, (k,))[0] for k in t.get("resources", {})}
+        if spec.spark is not None:
+            return spark.sized(spec, given)
+        return sbatch.apply(spec, given | {k for k in ("name", "working_dir") if k in t})
+
     def to_dict(self) -> dict[str, Any]:
         return {self.kind: copy.deepcopy(self.template)}
 
     def public_dict(self) -> dict[str, Any]:
         return self.to_dict()
+
+
+def _static_directives(script: str) -> str:
+    """``script`` with each ``#SBATCH`` line that holds a template turned into a bare ``#``
+    (a comment, as sbatch reads it): what can be checked before any event."""
+    return "\n".join("#" if line.startswith("#SBATCH") and "{{" in line else line
+                     for line in script.split("\n"))
 
 
 # -- start_workflow ------------------------------------------------------------------------
@@ -239,6 +311,11 @@ class StartWorkflow:
             if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
                 raise InvalidRule(f"{name!r} is not a param name", ("params",))
             _checked(("params", name), trial_render, _word(value, ("params", name)))
+
+    @staticmethod
+    def tenant_for(event: Event) -> str:
+        """The run's tenant: the event's (its poster's), ``default`` for an untenanted one."""
+        return event.tenant or "default"
 
     def params_for(self, event: Event) -> dict[str, str]:
         """The run's params: each value rendered from ``event``."""
@@ -345,13 +422,18 @@ class Webhook:
                             "retries": self.retries, "backoff": self.backoff_s,
                             "max_backoff": self.max_backoff_s, "timeout": self.timeout_s}}
 
-    def public_dict(self) -> dict[str, Any]:
-        """``to_dict`` with the secret and credential-like header values masked."""
+    def public_dict(self, *, full: bool = True) -> dict[str, Any]:
+        """``to_dict`` with the secret and credential-like header values masked; not
+        ``full`` (for non-admins): the URL cut to ``scheme://host[:port]`` (its path and
+        query may carry a token) and every header value masked."""
         data = self.to_dict()[self.kind]
         if self.secret is not None:
             data["secret"] = SECRET_MASK
-        data["headers"] = {k: SECRET_MASK if _SENSITIVE_HEADER.fullmatch(k) else v
+        data["headers"] = {k: SECRET_MASK if not full or _SENSITIVE_HEADER.fullmatch(k) else v
                            for k, v in self.headers.items()}
+        if not full:
+            parts = urlsplit(self.url)
+            data["url"] = f"{parts.scheme}://{parts.netloc}"
         return {self.kind: data}
 
 
@@ -385,9 +467,13 @@ class Rule:
                 "match": copy.deepcopy(self.pattern.source),
                 "actions": [action.to_dict() for action in self.actions]}
 
-    def public_dict(self) -> dict[str, Any]:
-        """The form to show: webhook secrets (and credential headers) are ``"***"``."""
-        return {**self.to_dict(), "actions": [action.public_dict() for action in self.actions]}
+    def public_dict(self, *, full: bool = True) -> dict[str, Any]:
+        """The form to show: webhook secrets (and credential headers) are ``"***"``; not
+        ``full`` (for non-admins), webhook URLs are cut to their host too
+        (:meth:`Webhook.public_dict`)."""
+        return {**self.to_dict(), "actions": [
+            action.public_dict(full=full) if isinstance(action, Webhook)
+            else action.public_dict() for action in self.actions]}
 
 
 def _check_head(name: Any, description: Any, enabled: Any) -> None:
@@ -445,8 +531,10 @@ def rule_from_dict(data: Any) -> Rule:
         pattern = Pattern(source=data["match"])
     except InvalidPattern as exc:
         raise InvalidRule(exc.detail, ("match", *exc.loc)) from exc
-    return Rule(
-        name=data["name"], description=data.get("description", ""),
-        enabled=data.get("enabled", True), pattern=pattern,
-        actions=tuple(_checked(("actions", index), _action, action)
-                      for index, action in enumerate(actions)))
+    try:
+        built = tuple(_checked(("actions", index), _action, action)
+                      for index, action in enumerate(actions))
+    except InvalidDirective as exc:
+        raise InvalidDirective(f"rule {data['name']!r}: {exc.detail}", exc.loc) from exc
+    return Rule(name=data["name"], description=data.get("description", ""),
+                enabled=data.get("enabled", True), pattern=pattern, actions=built)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from bridgehead.domain.arrays import element_id, fanout_array
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec, JobState, new_job_id
 from bridgehead.domain.workflows import Item, WorkflowSpec, step_job_spec
@@ -154,6 +155,8 @@ class Plan:
 
 Router = Callable[[JobSpec], JobSpec]
 """Choose a cluster for a spec routed by labels; raises InvalidSpec when none fits."""
+RunsArrays = Callable[[str], bool]
+"""Whether a cluster runs job arrays (its agents' backend does)."""
 
 
 def new_run_id() -> str:
@@ -176,8 +179,10 @@ def expand(spec: WorkflowSpec, run_id: str, params: Mapping[str, Any]) -> list[T
 
 
 def plan(spec: WorkflowSpec, run: Run, tasks: Sequence[Task], *, now: float,
-         router: Router | None = None) -> Plan:
-    """What to change in ``run`` now, from its tasks as stored (with their jobs' states)."""
+         router: Router | None = None, arrays: RunsArrays | None = None) -> Plan:
+    """What to change in ``run`` now, from its tasks as stored (with their jobs' states).
+    With ``arrays``, a fan-out starting on a cluster that runs job arrays is one array job
+    (:func:`_submit_array`)."""
     if run.state.terminal:
         return Plan()
     out = Plan()
@@ -199,7 +204,7 @@ def plan(spec: WorkflowSpec, run: Run, tasks: Sequence[Task], *, now: float,
             change(task, state=TaskState.CANCELLED, reason="the run was cancelled",
                    finished_at=now, not_before=None)
     if not run.cancel_requested:
-        _start_ready(spec, run, current, now, change, out, router)
+        _start_ready(spec, run, current, now, change, out, router, arrays)
     _finish(run, current, now, out)
     return out
 
@@ -236,7 +241,7 @@ def _on_job(spec: WorkflowSpec, run: Run, task: Task, now: float,
 
 def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Task],
                  now: float, change: Callable[..., Task], out: Plan,
-                 router: Router | None) -> None:
+                 router: Router | None, arrays: RunsArrays | None = None) -> None:
     """Skip or start the waiting tasks whose needs are settled, submit the retries due.
 
     Steps are visited in topological order and each need is judged on the tasks as this plan
@@ -250,6 +255,13 @@ def _start_ready(spec: WorkflowSpec, run: Run, current: dict[tuple[str, int], Ta
     for step in map(spec.step, spec.topological_order()):
         blocker = next((need for need in step.needs if need in blocked), None)
         ready = all(need in done_at for need in step.needs)
+        starting = [current[key] for key in keys.get(step.id, ())
+                    if current[key].state is TaskState.WAITING]
+        if arrays is not None and step.foreach is not None and step.array and ready and (
+                blocker is None and len(starting) > 1):
+            ready_at = max((done_at[need] for need in step.needs), default=run.created_at)
+            _submit_array(spec, run, starting, now, change, out, router, arrays,
+                          ready_at=ready_at)
         for key in keys.get(step.id, ()):
             task = current[key]
             if task.state is TaskState.WAITING and blocker is not None:
@@ -292,6 +304,39 @@ def _submit(spec: WorkflowSpec, run: Run, task: Task, now: float,
            tries=task.tries + 1, not_before=None, deadline=deadline, exit_code=None,
            started_at=None, finished_at=None, **also)
     out.jobs.append((job_id, job_spec))
+    if deadline is not None:
+        out.wake_at = _earliest(out.wake_at, deadline)
+
+
+def _submit_array(spec: WorkflowSpec, run: Run, tasks: list[Task], now: float,
+                  change: Callable[..., Task], out: Plan, router: Router | None,
+                  arrays: RunsArrays, **also: Any) -> None:
+    """Submit ``tasks`` (the waiting items of one fan-out) as ONE array job whose element
+    ``<index>`` is task ``index``'s job, when their cluster runs arrays and their jobs differ
+    only by the item (argv and env: :func:`bridgehead.domain.arrays.fanout_array`); else
+    leave them waiting for one job each. A retry is a job of its own."""
+    try:
+        specs = [job_spec_for(spec, run, task) for task in tasks]
+        if router is not None and not specs[0].cluster:
+            cluster = router(specs[0]).cluster
+            specs = [replace(s, cluster=cluster) for s in specs]
+    except InvalidSpec:
+        return  # each task's own submission says why
+    if not arrays(specs[0].cluster):
+        return
+    joined = fanout_array(specs, [task.index for task in tasks])
+    if joined is None:
+        return
+    step = spec.step(tasks[0].step)
+    tries = max(task.tries for task in tasks) + 1
+    parent_id = new_job_id()
+    deadline = now + step.timeout_s if step.timeout_s else None
+    for task in tasks:
+        change(task, state=TaskState.QUEUED, job_id=element_id(parent_id, task.index),
+               attempt=task.attempt + 1, tries=task.tries + 1, not_before=None,
+               deadline=deadline, exit_code=None, started_at=None, finished_at=None, **also)
+    out.jobs.append((parent_id, replace(
+        joined, idempotency_key=f"wf:{run.id}:{step.id}:array:{tries}")))
     if deadline is not None:
         out.wake_at = _earliest(out.wake_at, deadline)
 
@@ -381,28 +426,52 @@ def runtime(run: Run, now: float) -> float:
     return active_seconds(run.created_at, run.finished_at or now, run.idle)
 
 
+Tally = Mapping[str, tuple[int, float | None, float | None]]
+"""A step's tasks by state: (how many, their first start, their last end)."""
+
+
+def tally(tasks: Sequence[Task]) -> dict[str, dict[str, tuple[int, float | None, float | None]]]:
+    """Per step, its tasks by state (:data:`Tally`): what :func:`step_summary` needs of them,
+    which a store can also count without loading every task (a wide fan-out's page)."""
+    out: dict[str, dict[str, tuple[int, float | None, float | None]]] = {}
+    for t in tasks:
+        n, start, end = out.setdefault(t.step, {}).get(t.state.value, (0, None, None))
+        if t.started_at:
+            start = t.started_at if start is None else min(start, t.started_at)
+        if t.finished_at:
+            end = t.finished_at if end is None else max(end, t.finished_at)
+        out[t.step][t.state.value] = (n + 1, start, end)
+    return out
+
+
 def step_summary(spec: WorkflowSpec, tasks: Sequence[Task],
                  idle: Sequence[tuple[float, float]] = ()) -> list[dict[str, Any]]:
+    """:func:`summarize` of ``tasks``."""
+    return summarize(spec, tally(tasks), idle)
+
+
+def summarize(spec: WorkflowSpec, tallies: Mapping[str, Tally],
+              idle: Sequence[tuple[float, float]] = ()) -> list[dict[str, Any]]:
     """Per step, in file order: its state (the least advanced of its tasks'; for an empty
-    fan-out, that of the steps it needs), counts and times. Its ``duration_s`` runs from its
-    first task's start to its last one's end, less the run's ``idle`` spans (a retried
-    run's wait for the user) within them."""
+    fan-out, that of the steps it needs), counts and times, from each step's :data:`Tally`.
+    Its ``duration_s`` runs from its first task's start to its last one's end, less the
+    run's ``idle`` spans (a retried run's wait for the user) within them."""
     out = []
     state_of: dict[str, str] = {}
     for step in map(spec.step, spec.topological_order()):
-        mine = [t for t in tasks if t.step == step.id]
-        state_of[step.id] = _step_state(mine) if mine else _empty_state(
+        mine = tallies.get(step.id, {})
+        states = {TaskState(state) for state in mine}
+        state_of[step.id] = _step_state(states) if mine else _empty_state(
             [state_of[need] for need in step.needs])
-        counts: dict[str, int] = {}
-        for t in mine:
-            counts[t.state.value] = counts.get(t.state.value, 0) + 1
-        starts = [t.started_at for t in mine if t.started_at]
-        ends = [t.finished_at for t in mine if t.finished_at]
-        done = all(t.state.terminal for t in mine)
+        starts = [start for _, start, _ in mine.values() if start]
+        ends = [end for _, _, end in mine.values() if end]
+        done = all(state.terminal for state in states)
         started, finished = min(starts, default=None), max(ends, default=None) if done else None
         out.append({
             "id": step.id, "needs": list(step.needs), "state": state_of[step.id],
-            "total": len(mine), "counts": counts, "started_at": started, "finished_at": finished,
+            "total": sum(n for n, _, _ in mine.values()),
+            "counts": {state: n for state, (n, _, _) in mine.items()},
+            "started_at": started, "finished_at": finished,
             "duration_s": active_seconds(started, finished, idle)
             if started and finished else None,
         })
@@ -414,9 +483,8 @@ _STEP_ORDER = [TaskState.FAILED, TaskState.QUEUED, TaskState.RETRY_WAIT, TaskSta
                TaskState.CANCELLED, TaskState.SKIPPED, TaskState.SUCCEEDED]
 
 
-def _step_state(tasks: Sequence[Task]) -> str:
+def _step_state(states: set[TaskState]) -> str:
     """A step's state: failed if any task failed; else live if any is; else the rest."""
-    states = {t.state for t in tasks}
     return next(s.value for s in _STEP_ORDER if s in states)
 
 

@@ -4,15 +4,23 @@ One workflow spec is read by two runners: the Airflow DAG factory (one task per 
 mapped task per ``foreach``) and the native runner. Both turn a step into ``JobSpec``\\ s with
 :func:`step_job_spec`.
 
-Templates: a step's command words, script and env values may contain ``{{ params.NAME }}``
+Templates: a step's command words, script, env values and a Spark step's arguments and
+``conf`` values may contain ``{{ params.NAME }}``
 (a workflow param, its default or the run's value) and, in a ``foreach`` step, ``{{ item }}``.
 Nothing else is a template; :func:`render` substitutes with a regex, once, never evaluating
 anything, so a param's value is inserted verbatim (``$(rm -rf /)`` stays those characters in
 one argv word; no shell ever sees it). Airflow's Jinja reads the same syntax the same way.
 
+A step's ``script`` may carry ``#SBATCH`` directives; they are honoured or refused as at the
+API's submit (:func:`bridgehead.domain.sbatch.apply`): a directive fills each resource the
+step did not give explicitly (``StepSpec.given``: what the step or the workflow's defaults
+wrote), ``--job-name`` names the job instead of ``<workflow>.<step>``, and a directive
+Bridgehead must own is refused naming the step and the script's line.
+
 A spec is checked when it is built: step ids, ``needs``, cycles, templates and, for each
-step, a trial ``JobSpec`` with the default params (so a bad env name or scheduler option fails
-at load, not at run time). Errors are :class:`InvalidWorkflow` with the ``loc`` of the field.
+step, a trial ``JobSpec`` with the default params (so a bad env name, scheduler option or
+directive fails at load, not at run time). Errors are :class:`InvalidWorkflow` with the
+``loc`` of the field.
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bridgehead.domain import sbatch
 from bridgehead.domain.jobs import JobSpec, Resources
+from bridgehead.domain.schedules import Schedule
+from bridgehead.domain.spark import SparkApp
+from bridgehead.domain.spark import sized as spark_sized
 from bridgehead.errors import InvalidAt, InvalidSpec, Loc, NotFound
 
 MAX_FOREACH_ITEMS = 10_000
@@ -41,6 +53,11 @@ Item = str | int | float
 
 class InvalidWorkflow(InvalidAt):
     """The workflow spec is not valid (at ``loc``: ``("steps", 1, "needs")``)."""
+
+
+class InvalidDirective(InvalidSpec):
+    """A step's script has an ``#SBATCH`` directive that is refused or cannot be read (the
+    message names the step and the script's line)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,12 +147,17 @@ def _check_items(items: Any, loc: Loc, owner: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepSpec:
-    """One step: what runs (``command`` argv or ``script``), after which steps (``needs``),
-    where and with what. Values are effective: the workflow's defaults are already merged."""
+    """One step: what runs (``command`` argv, ``script`` or a ``spark`` application), after
+    which steps (``needs``), where and with what. Values are effective: the workflow's
+    defaults are already merged."""
 
     id: str
     command: tuple[str, ...] = ()
     script: str | None = None
+    spark: SparkApp | None = None
+    """A Spark application; its ``arguments`` and ``conf`` values may hold templates (its
+    paths may not: they are checked when the spec is built). Its sizes make the job's
+    cores and memory (:func:`bridgehead.domain.spark.sized`)."""
     needs: tuple[str, ...] = ()
     cluster: str = ""
     cluster_labels: dict[str, str] = field(default_factory=dict)
@@ -147,13 +169,20 @@ class StepSpec:
     """How long the orchestrator lets one attempt run before cancelling it."""
     foreach: Foreach | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    array: bool = True
+    """A ``foreach`` step on a cluster that runs job arrays is submitted as one array when
+    its jobs differ only by the item; False: one job per item."""
+    given: tuple[str, ...] | None = None
+    """The ``resources`` fields (``cores``, ``memory_mb``...) written explicitly, by the step
+    or by the workflow's defaults: they beat the script's ``#SBATCH`` directives, which fill
+    the others. None: the fields that differ from ``Resources()`` (a spec built in Python)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _STEP_ID.fullmatch(self.id):
             raise InvalidWorkflow(f"{self.id!r} is not a step id: use letters, digits, _ and -"
                                   " (at most 128, starting with a letter or digit)", ("id",))
-        if bool(self.command) == (self.script is not None):
-            raise InvalidWorkflow("give exactly one of command (argv list) or script")
+        if bool(self.command) + (self.script is not None) + (self.spark is not None) != 1:
+            raise InvalidWorkflow("give exactly one of command (argv list), script or spark")
         for index, need in enumerate(self.needs):
             if need in self.needs[:index]:
                 raise InvalidWorkflow(f"{need!r} is listed twice", ("needs", index))
@@ -168,6 +197,11 @@ class StepSpec:
             yield ("script",), self.script
         for key, value in self.env.items():
             yield ("env", key), value
+        if self.spark is not None:
+            for index, word in enumerate(self.spark.arguments):
+                yield ("spark", "arguments", index), word
+            for key, value in self.spark.conf.items():
+                yield ("spark", "conf", key), value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +212,8 @@ class WorkflowSpec:
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     steps: tuple[StepSpec, ...] = ()
+    schedule: Schedule | None = None
+    """When it runs by itself (:mod:`bridgehead.domain.schedules`); None: only on demand."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _WORKFLOW_NAME.fullmatch(self.name):
@@ -255,7 +291,8 @@ def step_job_spec(workflow: WorkflowSpec, step: StepSpec, params: Mapping[str, A
                   idempotency_key: str | None = None,
                   labels: Mapping[str, str] | None = None) -> JobSpec:
     """The job for ``step`` (and one ``item`` of its fan-out) with the run's ``params``: the
-    templates rendered word by word, named ``<workflow>.<step>``, labelled with both (and
+    templates rendered word by word, its script's directives applied (:func:`directed`),
+    named ``<workflow>.<step>`` unless a directive names it, labelled with both (and
     ``labels``)."""
     if (item is None) != (step.foreach is None):
         raise InvalidSpec(f"step {step.id!r}: give an item exactly when the step has foreach")
@@ -263,16 +300,45 @@ def step_job_spec(workflow: WorkflowSpec, step: StepSpec, params: Mapping[str, A
     def text(value: str) -> str:
         return render(value, params, item)
 
-    return JobSpec(
+    spark = step.spark
+    if spark is not None:
+        spark = replace(spark, arguments=tuple(text(word) for word in spark.arguments),
+                        conf={key: text(value) for key, value in spark.conf.items()})
+    job = JobSpec(
         cluster=step.cluster, cluster_labels=dict(step.cluster_labels),
         command=tuple(text(word) for word in step.command),
-        script=text(step.script) if step.script is not None else None,
-        name=f"{workflow.name}.{step.id}",
+        script=text(step.script) if step.script is not None else None, spark=spark,
         env={key: text(value) for key, value in step.env.items()},
         resources=step.resources, scheduler_options=step.scheduler_options,
         labels={**step.labels, "workflow": workflow.name, "step": step.id, **(labels or {})},
         tenant=tenant, idempotency_key=idempotency_key,
     )
+    if spark is not None:
+        job = spark_sized(job, _given(step))
+    job = directed(step, job)
+    return job if job.name is not None else replace(job, name=f"{workflow.name}.{step.id}")
+
+
+def _given(step: StepSpec) -> tuple[str, ...]:
+    """The resources the step wrote (a spec built in Python: those not at their default)."""
+    if step.given is not None:
+        return step.given
+    defaults = Resources()
+    return tuple(name for name, value in step.resources.to_dict().items()
+                 if value != getattr(defaults, name))
+
+
+def directed(step: StepSpec, job: JobSpec) -> JobSpec:
+    """``job`` (the step's, unnamed) with its script's ``#SBATCH`` directives taken in: each
+    resource not in ``step.given`` and the name, array and working dir (which a step does
+    not give) come from them. :class:`InvalidDirective` naming the step and the line."""
+    if job.script is None:
+        return job
+    given = sbatch.given_by_default(job) if step.given is None else step.given
+    try:
+        return sbatch.apply(job, given)
+    except InvalidSpec as exc:
+        raise InvalidDirective(f"step {step.id!r}: {exc.message}") from exc
 
 
 def render(text: str, params: Mapping[str, Any], item: Item | None = None) -> str:
@@ -377,5 +443,7 @@ def _check_step(workflow: WorkflowSpec, index: int, step: StepSpec) -> None:
             raise exc.within(*loc, "foreach") from exc
     try:
         step_job_spec(workflow, step, workflow.params, item)
+    except InvalidDirective as exc:
+        raise InvalidWorkflow(exc.message, (*loc, "script")) from exc
     except InvalidSpec as exc:
         raise InvalidWorkflow(exc.message, loc) from exc

@@ -6,6 +6,7 @@ of another cluster, is refused with 403 and changes nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -15,6 +16,7 @@ from bridgehead.domain.jobs import Job
 from bridgehead.errors import Forbidden, NotFound
 from bridgehead.server.auth import AgentOrAdmin
 from bridgehead.server.deps import store_of
+from bridgehead.server.pools import heartbeat_pools
 from bridgehead.server.schemas import (
     AgentIn,
     ClaimIn,
@@ -27,6 +29,7 @@ from bridgehead.server.schemas import (
 )
 from bridgehead.store import JobStore
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
 
@@ -38,7 +41,10 @@ def _authorize(p: Principal, cluster: str) -> None:
 @router.post("/claim", response_model=ClaimOut)
 async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
     """Lease up to ``max_jobs`` queued jobs. With ``wait_s``, wait for work (or for a cancel
-    request not in ``cancelling``) up to that long before answering empty."""
+    request not in ``cancelling``) up to that long before answering empty. A scheduler event
+    of the cluster (``POST /v1/events`` from its Slurm hook) during the wait answers at once
+    with ``poll``: the agent polls its scheduler now, wherever it runs; so does one that came
+    between this agent's claims (after ``poll_since``, its previous answer's ``at``)."""
     _authorize(p, body.cluster)
     state = request.app.state
     store = store_of(request)
@@ -46,7 +52,11 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
     cancelling = set(body.cancelling)
     jobs: list[Job] = []
     cancel: list[str] = []
-    async with store.hub.watch(f"cluster:{body.cluster}", f"agent:{body.agent_id}") as work:
+    poll_key = f"poll:{body.cluster}"
+    missed = body.poll_since is not None \
+        and store.hub.published_at(poll_key) > body.poll_since
+    async with store.hub.watch(f"cluster:{body.cluster}", f"agent:{body.agent_id}",
+                               poll_key) as work, store.hub.watch(poll_key) as poll:
         while True:
             if await request.is_disconnected():
                 break  # the agent gave up on this long-poll: claim nothing for it
@@ -54,11 +64,19 @@ async def claim(body: ClaimIn, request: Request, p: AgentOrAdmin) -> Response:
                                      lease_s=state.settings.lease_s)
             cancel = [j.id for j in await store.cancel_requested(body.cluster, body.agent_id)]
             left = deadline - time.monotonic()
-            if jobs or set(cancel) - cancelling or left <= 0 or not await work.wait(left):
+            if jobs or set(cancel) - cancelling or missed or poll.fired or left <= 0 \
+                    or not await work.wait(left):
                 break
+        at = time.time()  # no await from here to the end of the watch: no event slips by
     state.metrics.claimed(body.cluster, len(jobs))
+    for job in jobs:
+        logger.info("job %s claimed by agent %s", job.id, body.agent_id,
+                    extra={"job_id": job.id, "state": "claimed", "agent_id": body.agent_id})
+    hint = missed or poll.fired
+    if hint:
+        state.metrics.poll_hint(body.cluster)
     return json_response(ClaimOut.model_construct(jobs=[JobOut.of(j) for j in jobs],
-                                                  cancel=cancel))
+                                                  cancel=cancel, poll=hint, at=at))
 
 
 @router.post("/adopt", response_model=ClaimOut)
@@ -88,9 +106,15 @@ async def report(body: ReportIn, request: Request, p: AgentOrAdmin) -> ReportOut
     chunks = [c.to_domain() for c in body.logs]
     await _check_holds(store, body.agent_id, {c.job_id for c in chunks})
     await store.append_logs(chunks)
-    applied = await store.transition([t.to_domain() for t in body.transitions],
-                                     agent_id=body.agent_id)
+    applied = await store.transition(
+        [t.to_domain() for t in body.transitions], agent_id=body.agent_id,
+        max_lost_attempts=request.app.state.settings.max_lost_attempts)
     request.app.state.metrics.transitions([j for j in applied if j is not None])
+    for job in applied:
+        if job is not None:
+            logger.info("job %s %s (agent %s)", job.id, job.state.value, body.agent_id,
+                        extra={"job_id": job.id, "state": job.state.value,
+                               "agent_id": body.agent_id})
     return ReportOut(applied=[j is not None for j in applied])
 
 
@@ -115,11 +139,14 @@ async def _check_holds(store: JobStore, agent_id: str, job_ids: set[str]) -> Non
 
 @router.post("/heartbeat")
 async def heartbeat(body: HeartbeatIn, request: Request, p: AgentOrAdmin) -> dict[str, object]:
-    """Mark the cluster online and renew the leases of this agent's jobs."""
+    """Mark the cluster online and renew the leases of this agent's jobs. An agent that runs
+    providers reports its pools' nodes; the answer has the cluster's pools and the scale
+    commands to run now (:mod:`bridgehead.server.pools`)."""
     _authorize(p, body.cluster)
     await store_of(request).heartbeat(
         body.cluster, body.agent_id, backend=body.backend, labels=body.labels,
         info=body.info, lease_s=request.app.state.settings.lease_s,
     )
     request.app.state.capacities.heard(body.cluster, body.info)
-    return {"ok": True, "lease_s": request.app.state.settings.lease_s}
+    pools = await heartbeat_pools(request, body.cluster, body.nodes, body.node_errors)
+    return {"ok": True, "lease_s": request.app.state.settings.lease_s, **pools}

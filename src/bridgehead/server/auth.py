@@ -1,18 +1,24 @@
-"""Bearer-token authentication and role checks (every endpoint but /health)."""
+"""Bearer-token (or browser-session) authentication and role checks (every endpoint but
+/health)."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.errors import AuthError, Forbidden
+from bridgehead.server.sessions import cookie_principal
 from bridgehead.store.sql import hash_token
 
 CACHE_TTL_S = 5.0
 """A revoked token stops working within this many seconds on every replica."""
+ROLE_CHECKS: dict[Callable[..., Any], tuple[Role, ...]] = {}
+"""Each dependency made by ``require``, with the roles it lets through (the OpenAPI document
+and the authorization tests read it)."""
 
 
 class TokenCache:
@@ -32,7 +38,11 @@ class TokenCache:
 
 
 async def principal(request: Request) -> Principal:
+    """The bearer token's principal; without an Authorization header, the browser session's
+    (:mod:`bridgehead.server.sessions`, which checks a cookie write's origin and CSRF)."""
     header = request.headers.get("authorization", "")
+    if not header and (found := await cookie_principal(request)) is not None:
+        return found
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
@@ -56,6 +66,7 @@ def require(*roles: Role):
             raise Forbidden(f"this endpoint needs a token with role {allowed}")
         return p
 
+    ROLE_CHECKS[check] = roles
     return check
 
 

@@ -1,5 +1,6 @@
 """Refuse at submit a job that its cluster can never run (as sbatch refuses an impossible
-request), from the capacity its agents report in their heartbeats.
+request) or that asks for what its backend cannot honour (the local backend: a partition, GPUs,
+an ``#SBATCH --qos``...), from the capacity its agents report in their heartbeats.
 
 A heartbeat to this replica counts at once; the others' are read from the store at most once
 per ``TTL_S``, so a submit costs no extra query in the common case. A cluster whose agents
@@ -29,7 +30,8 @@ class Capacities:
         self._by_cluster[cluster] = Capacity.from_info(info)
 
     async def refuse_unfit(self, store: JobStore, specs: Sequence[JobSpec]) -> None:
-        """InvalidSpec (HTTP 400) for the first job bigger than its cluster can ever run."""
+        """InvalidSpec (HTTP 400) for the first job bigger than its cluster can ever run, or
+        asking for what its backend cannot honour (naming the field or directive)."""
         if time.monotonic() - self._loaded_at > TTL_S:
             stats = await store.clusters()
             self._by_cluster = {s.cluster.name: Capacity.from_info(s.cluster.info)

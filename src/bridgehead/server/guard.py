@@ -1,6 +1,8 @@
 """The edge: refuse what must never be stored, and make sure nothing stored breaks a read.
 
-``BodyGuard`` reads each request body before the app does: over ``limit`` bytes is 413
+``BodyGuard`` refuses a URL whose path or query holds NUL (``%00``: PostgreSQL text cannot
+hold it, so a lookup or filter by it would fail in the store) with 400, naming where; and it
+reads each request body before the app does: over ``limit`` bytes is 413
 (declared or chunked alike); a JSON body with text that cannot be stored and served back
 (an unpaired surrogate, NUL) or nested deeper than ``MAX_DEPTH`` is 400, naming where. It
 scans the raw bytes first (C speed) and parses only a body that may hold such text, so an
@@ -36,7 +38,11 @@ class BodyGuard:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if problem := url_problem(scope):
+            return await _refuse(send, 400, problem)
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
@@ -66,6 +72,19 @@ class BodyGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def url_problem(scope: Scope) -> str | None:
+    """What makes this request's URL unusable (NUL in its path or query), or None."""
+    if "\x00" in scope["path"]:
+        return f"the path {plain(scope['path'])!r} holds NUL (%00), which text may not hold"
+    query = scope.get("query_string", b"")
+    if b"%00" in query:
+        name = next((part.split(b"=", 1)[0] for part in query.split(b"&") if b"%00" in part),
+                    b"")
+        return (f"query parameter {name.decode('ascii', 'replace')!r} holds NUL (%00), "
+                "which text may not hold")
+    return None
 
 
 def check_json(body: bytes) -> str | None:

@@ -1,7 +1,10 @@
 """Event rules: create or replace (by name), list (secrets masked), delete.
 
-Rules act with the server's authority (they submit jobs and start runs in any tenant their
-template names), so changing them needs an admin token.
+Rules act with the server's authority (they submit jobs, start runs, and send webhooks from
+the server's network position), so changing them needs an admin token. A webhook whose host
+is or resolves to a loopback, link-local, private or other non-public address, or to this
+server's API, is refused (400, naming the rule and field) unless ``[server] webhook_allow``
+lists it. Non-admins see webhook URLs cut to ``scheme://host[:port]``, header values masked.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from bridgehead.domain.clusters import Role
 from bridgehead.errors import InvalidSpec
 from bridgehead.rules.spec import validate_rule
+from bridgehead.rules.webhook import check_webhooks
 from bridgehead.server.auth import Admin, ClientOrAdmin
 from bridgehead.server.deps import store_of
 from bridgehead.server.schemas import RulesIn
@@ -19,9 +24,9 @@ from bridgehead.server.schemas import RulesIn
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
 
-def _public(stored: dict[str, Any]) -> dict[str, Any]:
+def _public(stored: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
     data = {k: v for k, v in stored.items() if k not in ("created_at", "updated_at")}
-    return {**validate_rule(data).public_dict(), "created_at": stored["created_at"],
+    return {**validate_rule(data).public_dict(full=full), "created_at": stored["created_at"],
             "updated_at": stored["updated_at"]}
 
 
@@ -32,7 +37,9 @@ async def put_rules(body: RulesIn, request: Request, _p: Admin) -> list[dict[str
     rules = []
     for index, data in enumerate(body.rules):
         try:
-            rules.append(validate_rule(data))
+            rule = validate_rule(data)
+            await check_webhooks(rule, request.app.state.rules.egress)
+            rules.append(rule)
         except InvalidSpec as exc:
             located = bool(getattr(exc, "loc", ()))
             raise InvalidSpec(f"rules[{index}]{'.' if located else ': '}{exc.message}") from exc
@@ -47,9 +54,11 @@ async def put_rules(body: RulesIn, request: Request, _p: Admin) -> list[dict[str
 
 
 @router.get("", response_model=list[dict[str, Any]])
-async def list_rules(request: Request, _p: ClientOrAdmin) -> list[dict[str, Any]]:
-    """Every rule, by name, with webhook secrets shown as ``***``."""
-    return [_public(r) for r in await store_of(request).list_rules()]
+async def list_rules(request: Request, p: ClientOrAdmin) -> list[dict[str, Any]]:
+    """Every rule, by name, with webhook secrets shown as ``***`` (and, to non-admins,
+    webhook URLs as ``scheme://host[:port]`` and header values as ``***``)."""
+    full = p.role is Role.ADMIN
+    return [_public(r, full=full) for r in await store_of(request).list_rules()]
 
 
 @router.delete("/{name}", status_code=204)

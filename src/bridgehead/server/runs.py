@@ -1,21 +1,25 @@
 """Workflow runs: start (from a workflow file's text), read, long-poll, list, cancel, retry.
 
-The server only records what a user asks; the runner (:mod:`bridgehead.workflows.runner`)
+The server only records what a user asks; the runner (:mod:`bridgehead.controllers.runner`)
 does the rest when it reads the run's event.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from bridgehead.domain.clusters import Principal
 from bridgehead.domain.runs import Run, step_summary
 from bridgehead.errors import Forbidden, NotFound
 from bridgehead.server.auth import ClientOrAdmin
 from bridgehead.server.deps import store_of
+from bridgehead.server.openapi import errors
 from bridgehead.server.schemas import (
     MAX_INT,
     RetryIn,
@@ -29,14 +33,18 @@ from bridgehead.server.schemas import (
     page_of,
 )
 from bridgehead.store import JobStore
-from bridgehead.workflows.runner import create_run, spec_of
+from bridgehead.workflows.launch import create_run, spec_of
 
 router = APIRouter(prefix="/v1/workflows/runs", tags=["workflows"])
 
 
-async def start_run(store: JobStore, body: RunIn) -> tuple[Run, bool]:
+async def start_run(request: Request, body: RunIn) -> tuple[Run, bool]:
+    """Create the run; a step whose cluster can never run its job, or cannot honour what it
+    asks (:mod:`bridgehead.server.capacity`), is a 400 naming the step."""
+    store = store_of(request)
     return await create_run(store, body.spec, filename=body.filename, params=body.params,
-                            tenant=body.tenant, idempotency_key=body.idempotency_key)
+                            tenant=body.tenant, idempotency_key=body.idempotency_key,
+                            check=partial(request.app.state.capacities.refuse_unfit, store))
 
 
 async def _visible(request: Request, p: Principal, run_id: str) -> Run:
@@ -52,13 +60,14 @@ async def _out(store: JobStore, run: Run) -> RunOut:
 
 
 @router.post("", response_model=RunOut, status_code=201,
-             responses={200: {"description": "The idempotency key matched an existing run."}})
+             responses={200: {"description": "The idempotency key matched an existing run."},
+                        **errors(409)})
 async def create(body: RunIn, request: Request, p: ClientOrAdmin) -> Response:
     """Start a run of a workflow (the YAML text of its file) with ``params``."""
     if not p.may_see_tenant(body.tenant):
         raise Forbidden(f"this token may not start runs in tenant {body.tenant!r}")
     store = store_of(request)
-    run, created = await start_run(store, body)
+    run, created = await start_run(request, body)
     return json_response(await _out(store, run), 201 if created else 200)
 
 
@@ -114,6 +123,40 @@ async def get_run(
     return json_response(detail)
 
 
+@router.get("/{run_id}/log", response_class=StreamingResponse, responses={200: {
+    "content": {"text/plain": {}},
+    "description": "Each task's log in step order (the file's), then task order, each "
+                   "after a line '==> <step>[<index>] job <id> (<state>) <=='; tasks that "
+                   "have no job yet are left out."}})
+async def run_log(
+    run_id: str, request: Request, p: ClientOrAdmin,
+    stream: Literal["stdout", "stderr"] = "stdout",
+) -> StreamingResponse:
+    """The whole run's log, one stream of all its tasks' (the light-source user's one log):
+    read from the store a chunk at a time, so a big run never sits in memory."""
+    run = await _visible(request, p, run_id)
+    store = store_of(request)
+    order = {step.id: i for i, step in enumerate(spec_of(run.spec_text, run.filename).steps)}
+    tasks = sorted(((t, t.job_id) for t in await store.run_tasks(run_id) if t.job_id),
+                   key=lambda pair: (order.get(pair[0].step, len(order)), pair[0].index))
+
+    async def parts() -> AsyncIterator[bytes]:
+        for task, job_id in tasks:
+            state = task.job.state.value if task.job is not None else task.state.value
+            yield f"==> {task.step}[{task.index}] job {job_id} ({state}) <==\n".encode()
+            offset, last = 0, b"\n"
+            while True:
+                start, data = await store.read_log_span(job_id, stream, offset, 1 << 20)
+                if not data:
+                    break
+                yield data
+                offset, last = start + len(data), data[-1:]
+            if last != b"\n":
+                yield b"\n"
+
+    return StreamingResponse(parts(), media_type="text/plain; charset=utf-8")
+
+
 @router.post("/{run_id}/cancel", response_model=RunOut)
 async def cancel(run_id: str, request: Request, p: ClientOrAdmin) -> Response:
     """Cancel the run: its live jobs are cancelled and nothing else starts."""
@@ -122,7 +165,9 @@ async def cancel(run_id: str, request: Request, p: ClientOrAdmin) -> Response:
     return json_response(await _out(store, await store.request_run_cancel(run_id)))
 
 
-@router.post("/{run_id}/retry", response_model=RunOut)
+@router.post("/{run_id}/retry", response_model=RunOut, responses={
+    201: {"model": RunOut, "description": "from_failed false: a new run of the same workflow "
+          "and params."}, **errors(409)})
 async def retry(run_id: str, body: RetryIn, request: Request, p: ClientOrAdmin) -> Response:
     """Retry a failed or cancelled run: only what did not succeed (``from_failed``), or all
     of it as a new run."""
@@ -132,5 +177,5 @@ async def retry(run_id: str, body: RetryIn, request: Request, p: ClientOrAdmin) 
         return json_response(await _out(store, await store.retry_run(run_id)))
     again = RunIn(spec=run.spec_text, filename=run.filename, params=run.params,
                   tenant=run.tenant)
-    new, _ = await start_run(store, again)
+    new, _ = await start_run(request, again)
     return json_response(await _out(store, new), 201)

@@ -13,11 +13,15 @@ from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError
 
+from bridgehead.domain import sbatch
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources, Transition, Usage
 from bridgehead.domain.runs import Run, RunState, Task, TaskState, runtime
+from bridgehead.domain.spark import SparkApp
+from bridgehead.domain.spark import sized as spark_sized
 from bridgehead.errors import InvalidSpec
 from bridgehead.server.guard import dumps
+from bridgehead.server.pools import NodeErrorIn, NodeIn
 from bridgehead.store.base import ClusterStats, LogChunk
 
 Name = Field(min_length=1, max_length=128)
@@ -47,8 +51,32 @@ class ResourcesIn(_Model):
     max_nodes: int | None = Field(None, ge=1, le=100_000)
 
 
+class SparkIn(_Model):
+    """A Spark application (:class:`bridgehead.domain.spark.SparkApp`): what ``spark-submit``
+    is told. Its sizes make the job's ``resources.cores`` (driver + executors x executor
+    cores, after ``resources.max_cores`` clamps the executors) and ``memory_mb``."""
+
+    application: str = Field(min_length=1, max_length=4096,
+                             description="A .py or .jar: an absolute path or a URI.")
+    main_class: str | None = Field(None, max_length=1024, description="For a .jar.")
+    arguments: list[str] = Field(default_factory=list, max_length=4096)
+    conf: dict[str, str] = Field(default_factory=dict, max_length=256,
+                                 description="spark.* settings only.")
+    driver_cores: int = Field(1, ge=1, le=100_000)
+    driver_memory_mb: int | None = Field(None, ge=1, le=1 << 30)
+    executor_cores: int = Field(1, ge=1, le=100_000)
+    executor_memory_mb: int | None = Field(None, ge=1, le=1 << 30)
+    executors: int = Field(1, ge=1, le=100_000)
+    py_files: list[str] = Field(default_factory=list, max_length=1024)
+    jars: list[str] = Field(default_factory=list, max_length=1024)
+    files: list[str] = Field(default_factory=list, max_length=1024)
+
+
 class JobIn(_Model):
     """A job to run: ``command`` (an argv list, never a shell string) or ``script`` text."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"cluster": "local", "command": ["/bin/echo", "hello"], "labels": {"team": "ml"}}]})
 
     cluster: str = Field("", max_length=128, description="Empty: route by cluster_labels.")
     cluster_labels: dict[str, str] = Field(
@@ -56,6 +84,10 @@ class JobIn(_Model):
         description="Route to an online cluster whose agents carry all these labels.")
     command: list[str] = Field(default_factory=list, max_length=4096)
     script: str | None = Field(None, max_length=1 << 20)
+    array: str | None = Field(
+        None, max_length=1024,
+        description="A job array, as sbatch --array: 0-99, 1,3,5-7, 0-99:2, with %N to run "
+                    "at most N at once. One job per element, under this (parent) job.")
     name: str | None = Field(None, max_length=256)
     env: dict[str, str] = Field(default_factory=dict, max_length=1024)
     working_dir: str | None = Field(None, max_length=4096)
@@ -64,13 +96,33 @@ class JobIn(_Model):
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     tenant: str = Field("default", max_length=128)
     idempotency_key: str | None = Field(None, max_length=512)
+    args: list[str] = Field(default_factory=list, max_length=4096,
+                            description="The script's arguments, as in sbatch job.sh a b c.")
+    spark: SparkIn | None = Field(None, description=(
+        "A Spark application instead of a command or script (a cluster with a Spark "
+        "backend). resources.cores and memory_mb are derived from it: leave them out."))
 
     def to_spec(self) -> JobSpec:
+        """The job, with its script's #SBATCH directives taken in where this body gives no
+        value of its own (:func:`bridgehead.domain.sbatch.apply`), and a Spark job's
+        resources derived from its application (:func:`bridgehead.domain.spark.sized`)."""
         data = self.model_dump()
         data["resources"] = Resources(**data["resources"])
         data["command"] = tuple(data["command"])
+        data["args"] = tuple(data["args"])
         data["scheduler_options"] = tuple(data["scheduler_options"])
-        return JobSpec(**data)
+        if data["spark"] is not None:
+            data["spark"] = SparkApp.from_dict(data["spark"])
+            return spark_sized(JobSpec(**data), self.given())
+        return sbatch.apply(JobSpec(**data), self.given())
+
+    def given(self) -> set[str]:
+        """What the body gives explicitly, which beats a directive: the resources present in
+        it (not null), and name, array and working_dir when set."""
+        res = self.resources
+        given = {f for f in res.model_fields_set if getattr(res, f) is not None}
+        return given | {f for f in ("name", "array", "working_dir")
+                        if getattr(self, f, None) is not None}
 
 
 class JobBatchIn(_Model):
@@ -83,6 +135,10 @@ class UsageOut(BaseModel):
     nodes: int
     max_rss_mb: float | None = None
     core_seconds: float
+    estimated: bool = False
+    """Apportioned from a shared resource's accounting, not measured per job (EMR)."""
+    instance_hours: float | None = None
+    """The job's share of its cluster's normalized instance hours (EMR)."""
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -112,6 +168,12 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     spec: dict[str, Any]
+    parent_id: str | None = None
+    array_index: int | None = None
+    elements: int | None = None
+    log_base: dict[str, int] | None = Field(None, description=(
+        "Where this attempt's log bytes start per stream, after those of the attempts the "
+        "infrastructure lost (null: the first attempt)."))
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -125,12 +187,15 @@ class JobOut(BaseModel):
             cancel_requested=job.cancel_requested,
             usage=UsageOut.model_construct(
                 elapsed_s=usage.elapsed_s, cores=usage.cores, nodes=usage.nodes,
-                max_rss_mb=usage.max_rss_mb, core_seconds=usage.core_seconds)
+                max_rss_mb=usage.max_rss_mb, core_seconds=usage.core_seconds,
+                estimated=usage.estimated, instance_hours=usage.instance_hours)
             if usage else None,
             labels=job.spec.labels, idempotency_key=job.spec.idempotency_key,
             created_at=_ts(job.created_at), updated_at=_ts(job.updated_at),
             submitted_at=_ts(job.submitted_at), started_at=_ts(job.started_at),
             finished_at=_ts(job.finished_at), spec=job.spec.to_dict(),
+            parent_id=job.parent_id, array_index=job.array_index, elements=job.elements,
+            log_base=job.log_base,
         )
 
 
@@ -177,44 +242,62 @@ class AgentIn(_Model):
 
 
 class ClaimIn(AgentIn):
-    max_jobs: int = Field(16, ge=0, le=1000)
-    wait_s: float = Field(0, ge=0, le=300)
+    max_jobs: int = Field(16, ge=0, le=1000, strict=True)
+    wait_s: float = Field(0, ge=0, le=300, strict=True)
     cancelling: list[str] = Field(default_factory=list, max_length=10_000)
+    poll_since: float | None = Field(None, ge=0, le=MAX_INT, strict=True, description=(
+        "The 'at' of this agent's previous claim answer: a scheduler event of the cluster "
+        "since then (between two claims) answers at once with 'poll'."))
 
 
 class ClaimOut(BaseModel):
     jobs: list[JobOut]
     cancel: list[str] = Field(description="Ids of this agent's jobs that a user cancelled.")
+    poll: bool = Field(False, description=(
+        "The cluster's scheduler reported a change (a job event of its Slurm hook): poll it "
+        "now."))
+    at: float | None = Field(None, description="Server time of this answer (the next "
+                                               "claim's 'poll_since').")
 
 
 class UsageIn(_Model):
-    elapsed_s: float = Field(0, ge=0)
-    cores: int = Field(0, ge=0)
-    nodes: int = Field(0, ge=0)
-    max_rss_mb: float | None = Field(None, ge=0)
+    """Numbers here and in the rest of the agent's reports are strict: ``"5"`` or ``true``
+    is refused (422), never read as a number."""
+
+    elapsed_s: float = Field(0, ge=0, strict=True)
+    cores: int = Field(0, ge=0, strict=True)
+    nodes: int = Field(0, ge=0, strict=True)
+    max_rss_mb: float | None = Field(None, ge=0, strict=True)
+    estimated: bool = Field(False, strict=True)
+    instance_hours: float | None = Field(None, ge=0, strict=True)
 
 
 class TransitionIn(_Model):
     job_id: str = Name
     state: JobState
     native_id: str | None = Field(None, max_length=256)
-    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 31)
+    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 31, strict=True)
     reason: str | None = Field(None, max_length=4096)
     usage: UsageIn | None = None
-    at: float | None = None
+    at: float | None = Field(None, strict=True)
+    infrastructure: bool = Field(False, strict=True, description=(
+        "With state lost: the backend knows the infrastructure (a node, worker or cluster) "
+        "lost the attempt; the server queues the job again for one new attempt, up to "
+        "[server] max_lost_attempts lost attempts."))
 
     def to_domain(self) -> Transition:
         return Transition(
             job_id=self.job_id, state=self.state, native_id=self.native_id,
             exit_code=self.exit_code, reason=self.reason, at=self.at,
             usage=Usage(**self.usage.model_dump()) if self.usage else None,
+            infrastructure=self.infrastructure,
         )
 
 
 class LogChunkIn(_Model):
     job_id: str = Name
     stream: Literal["stdout", "stderr"]
-    pos: int = Field(ge=0, le=MAX_INT)
+    pos: int = Field(ge=0, le=MAX_INT, strict=True)
     data: str = Field(description="base64")
 
     def to_domain(self) -> LogChunk:
@@ -238,6 +321,9 @@ class HeartbeatIn(AgentIn):
     backend: str = Field("local", max_length=64)
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     info: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    nodes: list[NodeIn] | None = Field(None, max_length=100_000, description=(
+        "the nodes of the cluster's pools its providers have now (null: it runs none)"))
+    node_errors: list[NodeErrorIn] = Field(default_factory=list, max_length=10_000)
 
 
 class ClusterOut(BaseModel):
@@ -298,6 +384,10 @@ class TokenOut(BaseModel):
 
 # -- workflow runs -----------------------------------------------------------------------------
 class RunIn(_Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"spec": "name: hello\nsteps:\n  - id: greet\n    cluster: local\n"
+                 "    command: [/bin/echo, hello]\n"}]})
+
     spec: str = Field(min_length=1, max_length=1 << 20, description="The workflow file's YAML.")
     filename: str = Field("workflow.yaml", min_length=1, max_length=256,
                           description="Named in error messages (file:line: field: message).")
@@ -308,9 +398,9 @@ class RunIn(_Model):
 
 
 class RetryIn(_Model):
-    from_failed: bool = Field(True, description="Run only the failed, skipped and cancelled "
-                              "tasks again (true), or start a new run of the same workflow "
-                              "and params (false).")
+    from_failed: bool = Field(True, strict=True, description="Run only the failed, skipped "
+                              "and cancelled tasks again (true), or start a new run of the "
+                              "same workflow and params (false). A boolean: 0 is refused.")
 
 
 class RunOut(BaseModel):

@@ -187,10 +187,12 @@ class DirectoryWatcher:
     were not reported yet. ``scan`` (the listing) and ``hostname`` can be injected for tests."""
 
     def __init__(self, settings: WatchSettings, *, scan: Scan = scan_tree,
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, source: str | None = None) -> None:
         self.settings = settings
         self.roots = tuple(dict.fromkeys(os.path.realpath(r) for r in settings.roots))
-        self.source = f"bridgehead.watch/{hostname or socket.gethostname()}"
+        self.source = source or f"bridgehead.watch/{hostname or socket.gethostname()}"
+        """The events' source: a client token of one tenant posts only sources named after
+        it, so give the watcher a token named so (or this source the token's name)."""
         self.state_path = settings.state_path or default_state_path(self.roots, settings.globs)
         self._state_file = os.path.realpath(self.state_path)
         self.unsettled = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridgehead.domain.clusters import Cluster, Principal, Role
+from bridgehead.domain.costs import AttemptRecord
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition
 from bridgehead.domain.runs import Plan, Run, Task
@@ -28,6 +29,14 @@ class JobFilter:
     tenant: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     agent_id: str | None = None
+    parent_id: str | None = None
+    """Only the elements of this array job."""
+    name_prefix: str | None = None
+    """Only jobs whose name starts with this (case-sensitive)."""
+    created_from: float | None = None
+    """Only jobs created at or after this (UNIX seconds)."""
+    created_to: float | None = None
+    """Only jobs created before this (UNIX seconds)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,10 +97,19 @@ class JobStore(Protocol):
         ...
 
     async def transition(
-        self, transitions: Sequence[Transition], *, agent_id: str | None = None
+        self, transitions: Sequence[Transition], *, agent_id: str | None = None,
+        max_lost_attempts: int = 0,
     ) -> list[Job | None]:
         """Apply each transition by compare-and-set: position i holds the updated job, or None
-        when it was not allowed from the job's current state (stale or duplicate report)."""
+        when it was not allowed from the job's current state (stale or duplicate report). An
+        attempt lost to the infrastructure queues its job again for one new attempt, up to
+        ``max_lost_attempts`` lost attempts (:func:`bridgehead.domain.jobs.requeue_lost`)."""
+        ...
+
+    async def attempts(self, *, since: float, until: float,
+                       tenant: str | None = None) -> list[AttemptRecord]:
+        """The cost ledger: every attempt that ended in [since, until) (of ``tenant`` only,
+        when given), oldest first, with its job's labels."""
         ...
 
     async def request_cancel(self, job_id: str) -> Job:
@@ -122,7 +140,16 @@ class JobStore(Protocol):
         """Store chunks; a chunk already stored at the same position is ignored."""
         ...
 
-    async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes: ...
+    async def read_logs(self, job_id: str, stream: str, offset: int, limit: int) -> bytes:
+        """At most ``limit`` bytes stored from ``offset`` on, up to the first gap."""
+        ...
+
+    async def read_log_span(self, job_id: str, stream: str, offset: int,
+                            limit: int) -> tuple[int, bytes]:
+        """``(start, data)``: as :meth:`read_logs` from ``offset``, except when nothing is
+        stored at ``offset`` but something is after it (a gap: bytes never reported): then
+        from the first byte stored after it, ``start`` > ``offset``."""
+        ...
 
     async def events(self, *, after: int, limit: int,
                      tenant: str | None = None) -> list[Event]:
@@ -130,9 +157,11 @@ class JobStore(Protocol):
         tenant's."""
         ...
 
-    async def append_events(self, events: Sequence[Event]) -> list[tuple[Event, bool]]:
+    async def append_events(self, events: Sequence[Event], *,
+                            wake: Sequence[str] = ()) -> list[tuple[Event, bool]]:
         """Log external events: each as logged, and False when its (tenant, source, id) was
-        already."""
+        already. ``wake``: change keys published with them (on every replica), e.g.
+        ``poll:<cluster>`` for a scheduler's job event."""
         ...
 
     async def create_token(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
@@ -46,9 +47,15 @@ class Watch:
         return True
 
 
+STAMPED = ("poll:",)
+"""Keys whose last publish time the hub keeps (one per cluster), so that a waiter that was not
+watching at that moment can still learn it missed one (:meth:`ChangeHub.published_at`)."""
+
+
 class ChangeHub:
     def __init__(self) -> None:
         self._watches: dict[str, set[Watch]] = defaultdict(set)
+        self._stamps: dict[str, float] = {}
         self.closed = False
 
     @contextlib.asynccontextmanager
@@ -68,8 +75,14 @@ class ChangeHub:
 
     def publish(self, keys: Iterable[str]) -> None:
         for key in keys:
+            if key.startswith(STAMPED):
+                self._stamps[key] = time.time()
             for watch in self._watches.get(key, ()):
                 watch._fire()
+
+    def published_at(self, key: str) -> float:
+        """When a :data:`STAMPED` key was last published in this process (0: never)."""
+        return self._stamps.get(key, 0.0)
 
     def publish_all(self) -> None:
         """Wake every waiter (e.g. after the notification link was lost and re-made)."""

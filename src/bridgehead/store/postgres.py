@@ -24,8 +24,8 @@ from typing import Any
 
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_postgres_migrations
+from bridgehead.store.pools_sql import SqlPoolStore
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.runs_sql import SqlRunStore
 from bridgehead.store.sql import Conn, Row, Tx, expected_states
 
 try:
@@ -44,6 +44,7 @@ UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,
     attempt = CASE WHEN jobs.state = 'claimed' THEN jobs.attempt + 1 ELSE jobs.attempt END
 WHERE id IN (
     SELECT id FROM jobs WHERE cluster = :cluster AND NOT cancel_requested
+      AND parent_id IS NULL
       AND (state = 'queued' OR (state = 'claimed' AND lease_expires_at < :now))
     ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING *
@@ -68,6 +69,7 @@ RETURNING jobs.*
 # step over it. The lock is per database and only event writers take it; ``events.tx`` stays,
 # unused.
 LOCK_EVENTS = "SELECT pg_advisory_xact_lock(7090968626607779444)"  # b"bh.event"
+LOCK_PARENTS = "SELECT id FROM jobs WHERE id = ANY(:ids::text[]) ORDER BY id FOR UPDATE"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -100,7 +102,9 @@ class _PgConn:
             await self._conn.executemany(text, [tuple(r[n] for n in names) for r in rows])
 
 
-class PostgresJobStore(SqlRunStore):
+class PostgresJobStore(SqlPoolStore):
+    _for_update = " FOR UPDATE"
+
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         super().__init__()
         if asyncpg is None:
@@ -184,8 +188,9 @@ class PostgresJobStore(SqlRunStore):
     def _ids_value(self, ids: Sequence[str]) -> Any:
         return list(ids)
 
-    def _label_sql(self, key_param: str) -> str:
-        return f"(spec::jsonb -> 'labels' ->> :{key_param}::text)"
+    def _name_range_sql(self) -> str:
+        return ("bridgehead_spec_name(spec) ~>=~ :name_lo::text "
+                "AND bridgehead_spec_name(spec) ~<~ :name_hi::text")
 
     async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]:
         return await conn.fetch(CLAIM, params)
@@ -202,6 +207,9 @@ class PostgresJobStore(SqlRunStore):
 
     async def _lock_events(self, conn: Conn) -> None:
         await conn.fetch(LOCK_EVENTS)
+
+    async def _lock_parents(self, conn: Conn, ids: Sequence[str]) -> None:
+        await conn.fetch(LOCK_PARENTS, {"ids": list(ids)})
 
 
 def _payloads(keys: set[str]) -> list[str]:

@@ -19,8 +19,10 @@ _HELD = _states_sql(IN_FLIGHT | {JobState.CLAIMED})
 _ACTIVE = _states_sql(ACTIVE)
 
 INSERT_JOB = """
-INSERT INTO jobs (id, cluster, tenant, state, idempotency_key, spec, created_at, updated_at)
-VALUES (:id, :cluster, :tenant, 'queued', :idempotency_key, :spec, :now, :now)
+INSERT INTO jobs (id, cluster, tenant, state, idempotency_key, spec, created_at, updated_at,
+                  parent_id, array_index, elements)
+VALUES (:id, :cluster, :tenant, 'queued', :idempotency_key, :spec, :now, :now,
+        :parent_id, :array_index, :elements)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 SELECT_BY_KEY = "SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key"
@@ -58,14 +60,37 @@ TRANSITION_SET = """
     lease_expires_at = CASE WHEN v.state IN {terminal} THEN NULL ELSE jobs.lease_expires_at END,
     agent_id = CASE WHEN v.state = 'queued' THEN NULL ELSE jobs.agent_id END
 """.format(terminal=_states_sql(TERMINAL))
+REQUEUE_LOST = """
+UPDATE jobs SET state = 'queued', version = version + 1, updated_at = :now,
+    attempt = attempt + 1, native_id = NULL, exit_code = NULL, usage = NULL, reason = :reason,
+    submitted_at = NULL, started_at = NULL, finished_at = NULL, lease_expires_at = NULL,
+    agent_id = NULL, log_base = :log_base
+WHERE id = :id AND version = :version RETURNING *
+"""
+INSERT_ATTEMPT = """
+INSERT INTO attempts (job_id, attempt, cluster, tenant, state, cores, nodes, memory_mb, gpus,
+                      started_at, ended_at, usage)
+VALUES (:job_id, :attempt, :cluster, :tenant, :state, :cores, :nodes, :memory_mb, :gpus,
+        :started_at, :ended_at, :usage)
+ON CONFLICT (job_id, attempt) DO NOTHING
+"""
+SELECT_ATTEMPTS = """
+SELECT a.*, j.spec FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.ended_at >= :since AND a.ended_at < :until AND (:tenant = '' OR a.tenant = :tenant)
+ORDER BY a.ended_at, a.job_id, a.attempt
+"""
+LOG_ENDS = """
+SELECT stream, MAX(pos + size) AS end_pos FROM job_logs WHERE job_id = :id GROUP BY stream
+"""
 CANCEL_NOW = """
 UPDATE jobs SET state = 'cancelled', version = version + 1, updated_at = :now,
     finished_at = :now, reason = 'cancelled by user', lease_expires_at = NULL
-WHERE id = :id AND state IN ('queued', 'claimed') RETURNING *
+WHERE id = :id AND state IN ('queued', 'claimed') AND parent_id IS NULL RETURNING *
 """
 FLAG_CANCEL = f"""
 UPDATE jobs SET cancel_requested = TRUE, version = version + 1, updated_at = :now
-WHERE id = :id AND state IN {_IN_FLIGHT} AND NOT cancel_requested RETURNING *
+WHERE id = :id AND NOT cancel_requested
+  AND (state IN {_IN_FLIGHT} OR (state = 'queued' AND parent_id IS NOT NULL)) RETURNING *
 """
 SELECT_CANCEL_REQUESTED = f"""
 SELECT * FROM jobs WHERE agent_id = :agent AND cluster = :cluster AND cancel_requested
@@ -109,3 +134,26 @@ SELECT_TOKENS = "SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_
 REVOKE_TOKEN = """
 UPDATE tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL RETURNING id
 """
+
+# -- job arrays (store/arrays_sql.py) ----------------------------------------------------------
+# An element's native id is its parent's and its index (Slurm's JOBID_INDEX); it takes the
+# parent's agent and lease, so the agent that submitted the array polls and reports it.
+SUBMIT_ELEMENTS = """
+UPDATE jobs SET state = 'submitted', version = version + 1, updated_at = :now,
+    submitted_at = :now, agent_id = :agent, lease_expires_at = :lease,
+    native_id = CAST(:native AS TEXT) || '_' || CAST(array_index AS TEXT)
+WHERE parent_id = :parent AND state = 'queued' RETURNING *
+"""
+END_ELEMENTS = """
+UPDATE jobs SET state = :state, version = version + 1, updated_at = :now, finished_at = :now,
+    reason = :reason, lease_expires_at = NULL
+WHERE parent_id = :parent AND state = 'queued' RETURNING *
+"""
+RUN_PARENT = """
+UPDATE jobs SET state = 'running', version = version + 1, updated_at = :now, started_at = :now
+WHERE id = :id AND state = 'submitted' RETURNING *
+"""
+COUNT_ACTIVE_ELEMENTS = f"""
+SELECT COUNT(*) AS n FROM jobs WHERE parent_id = :parent AND state IN {_ACTIVE}
+"""
+SELECT_ELEMENTS = "SELECT * FROM jobs WHERE parent_id = :parent ORDER BY array_index"

@@ -31,13 +31,14 @@ from bridgehead.domain.runs import (
 )
 from bridgehead.errors import Conflict, NotFound
 from bridgehead.store import queries as q
+from bridgehead.store.arrays_sql import SqlArrayStore
 from bridgehead.store.sql import (
     Conn,
     Row,
-    SqlJobStore,
     WriteTx,
     event_from_row,
     event_row,
+    job_event_rows,
     job_rows,
 )
 
@@ -138,7 +139,7 @@ def _task_row(task: Task) -> dict[str, Any]:
     }
 
 
-class SqlRunStore(SqlJobStore):
+class SqlRunStore(SqlArrayStore):
     """Runs, cursors, leases and rules over the same connections as the jobs."""
 
     # -- runs ------------------------------------------------------------------------------
@@ -243,6 +244,8 @@ class SqlRunStore(SqlJobStore):
             # version's compare-and-set, so none of these inserts can meet its key.
             rows_in, events_in = job_rows(plan.jobs, now)
             await tx.conn.executemany(q.INSERT_JOB, rows_in)
+            elements = await self._insert_elements(tx, plan.jobs, now)  # a fan-out's array
+            events_in += job_event_rows(elements, now)
             await tx.conn.executemany(UPDATE_TASK, [_task_row(t) for t in plan.tasks])
             tx.notify(f"run:{run.id}", *{f"cluster:{spec.cluster}" for _, spec in plan.jobs})
             # The jobs' events, then the plan's: the last write (see _insert_events).

@@ -19,8 +19,8 @@ import aiosqlite
 
 from bridgehead.errors import StoreError
 from bridgehead.store.migrations import apply_sqlite_migrations
+from bridgehead.store.pools_sql import SqlPoolStore
 from bridgehead.store.queries import TRANSITION_SET
-from bridgehead.store.runs_sql import SqlRunStore
 from bridgehead.store.sql import Conn, Row, Tx, expected_states
 
 CLAIM = """
@@ -29,6 +29,7 @@ UPDATE jobs SET state = 'claimed', agent_id = :agent, lease_expires_at = :lease,
     attempt = CASE WHEN state = 'claimed' THEN attempt + 1 ELSE attempt END
 WHERE id IN (
     SELECT id FROM jobs WHERE cluster = :cluster AND NOT cancel_requested
+      AND parent_id IS NULL
       AND (state = 'queued' OR (state = 'claimed' AND lease_expires_at < :now))
     ORDER BY id LIMIT :limit)
 RETURNING *
@@ -60,7 +61,7 @@ class _SqliteConn:
             await self._db.executemany(sql, rows)
 
 
-class SqliteJobStore(SqlRunStore):
+class SqliteJobStore(SqlPoolStore):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = str(path)
@@ -124,8 +125,6 @@ class SqliteJobStore(SqlRunStore):
     def _ids_value(self, ids: Sequence[str]) -> Any:
         return json.dumps(list(ids))
 
-    def _label_sql(self, key_param: str) -> str:
-        return f"json_extract(spec, '$.labels.\"' || :{key_param} || '\"')"
 
     async def _claim(self, conn: Conn, params: dict[str, Any]) -> list[Row]:
         return await conn.fetch(CLAIM, params)

@@ -7,6 +7,13 @@ the line and the field::
 
     crystallography.yaml:14: steps[1].needs[0]: unknown step 'findpeaks'
 
+A step's resources are explicit when the step or the ``defaults`` block writes them (even at
+their default value, ``cores: 1``): those beat the ``#SBATCH`` directives of the step's script,
+which fill the resources neither wrote (``StepSpec.given``, as on sbatch's command line).
+A ``spark`` step's cores and memory come from its application's sizes: the defaults' cores,
+nodes and memory do not apply to it, and its own resources may cap it (``max_cores``) but
+not contradict it.
+
 The YAML is composed to a node tree first (safe loader: no tags that build objects, no
 aliases, no duplicate keys, dates kept as strings), so each error ``loc`` maps to a line.
 """
@@ -14,7 +21,9 @@ aliases, no duplicate keys, dates kept as strings), so each error ``loc`` maps t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +44,13 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bridgehead.domain.jobs import Resources
-from bridgehead.domain.units import parse_memory, parse_walltime, resource_field
+from bridgehead.domain.spark import SparkApp
+from bridgehead.domain.units import (
+    RESOURCE_UNITS,
+    parse_memory,
+    parse_walltime,
+    resource_field,
+)
 from bridgehead.domain.workflows import (
     Foreach,
     InvalidWorkflow,
@@ -43,7 +58,9 @@ from bridgehead.domain.workflows import (
     StepSpec,
     WorkflowSpec,
 )
+from bridgehead.domain.workflows import _check_graph as check_graph
 from bridgehead.errors import InvalidSpec, Loc, format_loc
+from bridgehead.workflows.schedule_spec import ScheduleModel, to_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -258,15 +275,42 @@ class DefaultsModel(_Model):
     timeout: Seconds | None = Field(None, description="the orchestrator cancels after this")
 
 
+class SparkModel(_Model):
+    """A Spark application (``spark-submit``'s arguments, typed). Its ``arguments`` and
+    ``conf`` values may hold ``{{ params.NAME }}`` / ``{{ item }}``; its paths may not.
+    Its sizes make the job's cores and memory: a step's ``resources`` may cap them
+    (``max_cores`` clamps the executors) but not contradict them."""
+
+    model_config = ConfigDict(title="Spark application")
+    application: str = Field(description="a .py or .jar: an absolute path or a URI")
+    main_class: str | None = Field(None, description="the main class of a .jar")
+    arguments: list[Word] = Field([], description="argv words; never a shell string")
+    conf: dict[str, Word] = Field({}, description="spark.* settings only")
+    driver_cores: int | None = Field(None, ge=1)
+    driver_memory: MemoryMB | None = None
+    executor_cores: int | None = Field(None, ge=1)
+    executor_memory: MemoryMB | None = None
+    executors: int | None = Field(None, ge=1)
+    py_files: list[str] = []
+    jars: list[str] = []
+    files: list[str] = []
+
+
 class StepModel(DefaultsModel):
-    """One step: a ``command`` (argv list) or a ``script``, after the steps it ``needs``."""
+    """One step: a ``command`` (argv list), a ``script`` or a ``spark`` application, after
+    the steps it ``needs``."""
 
     model_config = ConfigDict(title="Step")
     id: str
     command: list[Word] | None = Field(None, description="argv words; never a shell string")
     script: str | None = Field(None, description="a script starting with a #! line")
+    spark: SparkModel | None = Field(None, description="a Spark application (a cluster "
+                                     "with a Spark backend)")
     needs: list[str] = []
     foreach: ForeachField | None = None
+    array: bool = Field(True, description="foreach on a Slurm cluster: submit the items as "
+                        "one job array when they differ only by the item (false: one job "
+                        "per item)")
     labels: dict[str, str] = {}
 
     @field_validator("command", mode="before")
@@ -287,6 +331,8 @@ class WorkflowModel(_Model):
     params: dict[str, JsonValue] = Field({}, description="params and their defaults")
     defaults: DefaultsModel | None = None
     steps: list[StepModel] = Field(min_length=1)
+    schedule: ScheduleModel | None = Field(None, description="run it by itself: a cron "
+                                           "expression or an interval")
 
 
 # -- to the domain ---------------------------------------------------------------------------
@@ -297,6 +343,12 @@ def _resources(*layers: ResourcesModel | None) -> Resources:
             values.update(resource_field(k, v)
                           for k, v in layer.model_dump(exclude_none=True).items())
     return Resources(**values)
+
+
+def _given(*layers: ResourcesModel | None) -> tuple[str, ...]:
+    """The ``Resources`` fields the layers write (``memory`` -> ``memory_mb``), sorted."""
+    return tuple(sorted({RESOURCE_UNITS.get(k, (k,))[0] for layer in layers if layer is not None
+                         for k in layer.model_dump(exclude_none=True)}))
 
 
 def _retries(model: int | RetriesModel | None) -> RetryPolicy:
@@ -322,6 +374,26 @@ def _foreach(model: list[Any] | ForeachModel | None) -> Foreach | None:
 
 
 _at = InvalidWorkflow.located
+_SPARK_FIELD = re.compile(r"spark\.([a-z_]+)")
+
+
+def _spark(model: SparkModel | None) -> SparkApp | None:
+    """The step's Spark application; an error located at the field it names (``conf``)."""
+    if model is None:
+        return None
+    data = model.model_dump(exclude_none=True)
+    for name in ("driver_memory", "executor_memory"):
+        if name in data:
+            data[f"{name}_mb"] = data.pop(name)
+    try:
+        return SparkApp.from_dict(data)
+    except InvalidSpec as exc:
+        field = _SPARK_FIELD.match(exc.message)
+        name = field[1] if field else ""
+        name = {"driver_memory_mb": "driver_memory",
+                "executor_memory_mb": "executor_memory"}.get(name, name)
+        loc = (name,) if name in SparkModel.model_fields else ()
+        raise InvalidWorkflow(exc.message, loc) from exc
 """``_at(loc, build, *args)``: ``build(*args)`` with its errors located at ``loc``."""
 
 
@@ -331,6 +403,7 @@ def _step(step: StepModel, defaults: DefaultsModel) -> StepSpec:
     where = step if step.cluster is not None or step.cluster_labels is not None else defaults
     return StepSpec(
         id=step.id, command=tuple(step.command or ()), script=step.script,
+        spark=_at(("spark",), _spark, step.spark),
         needs=tuple(step.needs), cluster=where.cluster or "",
         cluster_labels=dict(where.cluster_labels or {}),
         resources=_at(("resources",), _resources, defaults.resources, step.resources),
@@ -341,7 +414,9 @@ def _step(step: StepModel, defaults: DefaultsModel) -> StepSpec:
                     step.retries if step.retries is not None else defaults.retries),
         timeout_s=step.timeout if step.timeout is not None else defaults.timeout,
         foreach=_at(("foreach",), _foreach, step.foreach),
-        labels=dict(step.labels),
+        labels=dict(step.labels), given=_given(defaults.resources, step.resources)
+        if step.spark is None else _given(step.resources),  # a Spark app's size beats defaults
+        array=step.array,
     )
 
 
@@ -351,8 +426,9 @@ def _to_domain(model: WorkflowModel) -> WorkflowSpec:
     _at(("defaults", "retries"), _retries, defaults.retries)
     steps = tuple(_at(("steps", index), _step, step, defaults)
                   for index, step in enumerate(model.steps))
+    schedule = _at(("schedule",), to_schedule, model.schedule, model.params)
     return WorkflowSpec(name=model.name, description=model.description,
-                        params=dict(model.params), steps=steps)
+                        params=dict(model.params), steps=steps, schedule=schedule)
 
 
 # -- public ----------------------------------------------------------------------------------
@@ -372,6 +448,115 @@ def parse_workflow(text: str, filename: str = "<string>") -> WorkflowSpec:
         return _to_domain(model)
     except InvalidWorkflow as exc:
         raise InvalidSpec(_message(filename, root, exc.loc, exc.detail)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One error of a workflow file: its line, the field (``steps[1].needs[0]``; ``""`` for
+    the file itself) and what is wrong there."""
+
+    line: int
+    loc: str
+    detail: str
+
+    def message(self, filename: str) -> str:
+        """As :func:`parse_workflow` says it: ``file:line: field: detail``."""
+        where = f"{self.loc}: " if self.loc else ""
+        return f"{filename}:{self.line}: {where}{self.detail}"
+
+
+def validate_workflow(text: str, filename: str = "<string>") -> list[Problem]:
+    """Every error of the workflow in ``text``, each at its line and field (a form shows
+    each at its field), in file order; ``[]`` when :func:`parse_workflow` accepts it.
+
+    The checks are :func:`parse_workflow`'s, in its order: YAML (one error: nothing past it
+    can be read), then the schema (all its errors; of a union's, only the deepest along each
+    path), then each step's own checks (each step's first error), then the whole workflow's
+    (needs, cycles, duplicate ids: its first error), reached only when the steps are valid.
+    """
+    try:
+        root, data = read_yaml(text, filename)
+    except InvalidSpec as exc:
+        return [_file_problem(exc.message, filename)]
+    if not isinstance(data, dict):
+        return [Problem(root.start_mark.line + 1, "",
+                        "the top level must be a mapping (name, steps, ...)")]
+    try:
+        model = WorkflowModel.model_validate(data)
+    except ValidationError as exc:
+        return _schema_problems(exc.errors(), root)
+    errors: list[InvalidWorkflow] = []
+    defaults = model.defaults or DefaultsModel()
+    for loc, check, args in (
+            (("defaults", "resources"), _resources, (defaults.resources,)),
+            (("defaults", "retries"), _retries, (defaults.retries,)),
+            (("schedule",), to_schedule, (model.schedule, model.params))):
+        try:
+            _at(loc, check, *args)
+        except InvalidWorkflow as exc:
+            errors.append(exc)
+    steps: list[StepSpec] = []
+    for index, step in enumerate(model.steps):
+        try:
+            steps.append(_at(("steps", index), _step, step, defaults))
+        except InvalidWorkflow as exc:
+            errors.append(exc)
+    if not errors:
+        errors += _workflow_errors(model, tuple(steps))
+    problems = [_problem(root, exc.loc, exc.detail) for exc in errors]
+    return sorted(dict.fromkeys(problems), key=lambda p: p.line)
+
+
+def _workflow_errors(model: WorkflowModel, steps: tuple[StepSpec, ...]) -> list[InvalidWorkflow]:
+    """The whole workflow's errors once each step is valid: the one ``WorkflowSpec`` raises
+    (parse_workflow's), the graph's, and each step's checks against the params (each step
+    alone in a workflow of the same params: templates and foreach)."""
+    try:
+        WorkflowSpec(name=model.name, description=model.description,
+                     params=dict(model.params), steps=steps)
+    except InvalidWorkflow as exc:
+        errors = [exc]
+    else:
+        return []
+    try:
+        check_graph(steps)
+    except InvalidWorkflow as exc:
+        errors.append(exc)
+    for index, step in enumerate(steps):
+        try:
+            WorkflowSpec(name="w", params=dict(model.params), steps=(replace(step, needs=()),))
+        except InvalidWorkflow as exc:
+            if exc.loc[:2] == ("steps", 0):
+                errors.append(InvalidWorkflow(exc.detail, ("steps", index, *exc.loc[2:])))
+    return errors
+
+
+def _problem(root: Node, loc: Loc, detail: str, missing: bool = False) -> Problem:
+    line, found = line_of(root, loc)
+    if missing and loc:
+        found = (*found, loc[-1])
+    return Problem(line, format_loc(found) if found else "", detail)
+
+
+def _schema_problems(errors: list[ErrorDetails], root: Node) -> list[Problem]:
+    """One problem per field: a union's members each report the field, so of the errors
+    along one path only the deepest stays (the member that was tried, as parse_workflow)."""
+    found = [_problem(root, tuple(e["loc"]), e["msg"], missing=e["type"] == "missing")
+             for e in errors]
+    deepest = [p for p in found if not any(
+        q.loc != p.loc and (q.loc.startswith(p.loc + ".") or q.loc.startswith(p.loc + "["))
+        for q in found)]
+    unique = list(dict.fromkeys(deepest))
+    return sorted(unique, key=lambda p: p.line)
+
+
+def _file_problem(message: str, filename: str) -> Problem:
+    """A problem of the file as a whole from ``InvalidSpec("file:line: detail")``."""
+    rest = message.removeprefix(f"{filename}:")
+    line, sep, detail = rest.partition(": ")
+    if sep and line.isdigit():
+        return Problem(int(line), "", detail)
+    return Problem(1, "", rest if rest != message else message)
 
 
 def read_spec_file(path: str | Path) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from bridgehead.airflow._compat import AirflowException, BaseOperator, TaskDeferralTimeout
+from bridgehead.airflow._compat import AirflowException, BaseOperator, deferral_timed_out
 from bridgehead.airflow.hooks.bridgehead import BridgeheadHook
 from bridgehead.airflow.triggers.bridgehead import (
     TAIL_LINES,
@@ -34,7 +34,9 @@ from bridgehead.airflow.triggers.bridgehead import (
     job_summary,
 )
 from bridgehead.client import Client
+from bridgehead.domain import sbatch
 from bridgehead.domain.jobs import MAX_KEY_LEN, RESOURCE_FIELDS, Job, JobSpec, Resources
+from bridgehead.domain.spark import SparkApp
 from bridgehead.domain.units import RESOURCE_UNITS, resource_field
 from bridgehead.errors import BridgeheadError
 
@@ -77,6 +79,17 @@ def resources_from(values: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise AirflowException(f"unknown resources: {', '.join(sorted(unknown))}")
     return out
+
+
+def directive_name(script: str | None) -> str | None:
+    """The job name a script's ``#SBATCH --job-name`` asks, if any (a script whose directives
+    cannot be read gets None here: the server refuses it naming the line)."""
+    if script is None:
+        return None
+    try:
+        return sbatch.asked(sbatch.directives(script)).name
+    except BridgeheadError:
+        return None
 
 
 def effective_resources(task: Mapping[str, Any], run: Mapping[str, Any] | None,
@@ -141,10 +154,7 @@ class BridgeheadOperator(BaseOperator):
     def build_spec(self, context: Any) -> JobSpec:
         """The job this task try runs, from the rendered fields and the run's params."""
         ti = context["ti"]
-        params = context.get("params") or {}
-        run_resources = params.get(self.resources_param) if self.resources_param else None
-        if run_resources is not None and not isinstance(run_resources, Mapping):
-            raise AirflowException(f"params.{self.resources_param} must be a mapping")
+        run_resources = self.run_resources(context)
         if isinstance(self.command, str):
             raise AirflowException("command must be a list of words (argv), not a shell string")
         try:
@@ -152,7 +162,9 @@ class BridgeheadOperator(BaseOperator):
                 cluster=self.cluster or ("" if self.cluster_labels else "local"),
                 cluster_labels=self.cluster_labels,
                 command=tuple(str(word) for word in self.command), script=self.script,
-                name=self.job_name or f"{ti.dag_id}.{ti.task_id}",
+                spark=self.spark_app(),
+                name=self.job_name or (None if directive_name(self.script)
+                                       else f"{ti.dag_id}.{ti.task_id}"),
                 env={str(k): str(v) for k, v in self.env.items()},
                 working_dir=self.working_dir, tenant=self.tenant,
                 resources=effective_resources(self.job_resources, run_resources,
@@ -163,13 +175,33 @@ class BridgeheadOperator(BaseOperator):
         except BridgeheadError as exc:
             raise AirflowException(f"invalid Bridgehead job: {exc.message}") from exc
 
+    def spark_app(self) -> SparkApp | None:
+        """A Spark application to run instead of a command or script (``SparkJobOperator``)."""
+        return None
+
+    def run_resources(self, context: Any) -> Mapping[str, Any] | None:
+        """The run's resources from its params (``resources_param``), if it gives any."""
+        params = context.get("params") or {}
+        run_resources = params.get(self.resources_param) if self.resources_param else None
+        if run_resources is not None and not isinstance(run_resources, Mapping):
+            raise AirflowException(f"params.{self.resources_param} must be a mapping")
+        return run_resources
+
+    def explicit_resources(self, context: Any) -> set[str]:
+        """The resources this task or its run wrote: they beat the script's #SBATCH
+        directives even at a default value (``cores: 1`` beats ``#SBATCH -c 8``)."""
+        written = {**resources_from(self.job_resources),
+                   **resources_from(self.run_resources(context) or {})}
+        caps = {"max_cores": self.max_cores, "max_nodes": self.max_nodes}
+        return {k for k, v in {**written, **caps}.items() if v is not None}
+
     def hook(self) -> BridgeheadHook:
         return BridgeheadHook(self.bridgehead_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
         spec = self.build_spec(context)
         with self.hook().get_conn() as bh:
-            job = bh.submit(spec)
+            job = bh.submit(spec, explicit=self.explicit_resources(context))
             self._job_id = job.id
             self.log.info("Bridgehead job %s on cluster %s is %s (key %s)", job.id,
                           job.cluster, job.state.value, spec.idempotency_key)
@@ -222,8 +254,9 @@ class BridgeheadOperator(BaseOperator):
                          context: Any) -> Any:
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except TaskDeferralTimeout:
-            self._cancel_try(context)
+        except AirflowException as exc:
+            if deferral_timed_out(exc):
+                self._cancel_try(context)
             raise
 
     def _cancel_try(self, context: Any) -> None:

@@ -6,6 +6,7 @@ on PostgreSQL an advisory lock makes concurrent servers starting together apply 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from importlib import resources
 from typing import Any
@@ -72,6 +73,16 @@ async def apply_postgres_migrations(conn: Any) -> list[int]:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (they hold no ';' inside literals)."""
+    """Split a migration into statements (they hold no ';' inside literals); a trigger's
+    ``BEGIN ... END`` is one statement, as ``sqlite3.complete_statement`` tells."""
     lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    out, current = [], ""
+    for part in "\n".join(lines).split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                out.append(current.strip().removesuffix(";").strip())
+            current = ""
+    if current.strip(" \n;"):
+        out.append(current.strip().removesuffix(";").strip())
+    return out

@@ -20,6 +20,18 @@ class Metrics:
         self._transitions = Counter("bridgehead_job_transitions_total",
                                     "Applied agent state reports.", ["cluster", "state"],
                                     registry=self.registry)
+        self._scheduler_events = Counter(
+            "bridgehead_scheduler_events_total",
+            "Scheduler job events posted (Slurm hook), each waking the cluster's agents.",
+            ["cluster"], registry=self.registry)
+        self._poll_hints = Counter(
+            "bridgehead_agent_poll_hints_total",
+            "Claims answered early with 'poll now' (a scheduler event of the cluster).",
+            ["cluster"], registry=self.registry)
+        self._throttled = Counter(
+            "bridgehead_requests_throttled_total",
+            "Requests refused 429: their token had max_requests_per_token in service.",
+            registry=self.registry)
         self.requests = Histogram("bridgehead_http_request_seconds", "HTTP request latency.",
                                   ["method", "route", "status"], registry=self.registry)
         self._jobs = Gauge("bridgehead_jobs", "Active jobs by cluster and state.",
@@ -41,12 +53,47 @@ class Metrics:
                           "Events logged that the leading consumer has not handled yet.",
                           ["consumer"], registry=self.registry)
 
+        self._pool_nodes = Gauge("bridgehead_pool_nodes", "Nodes of each pool by state.",
+                                 ["pool", "state"], registry=self.registry)
+        self._scale = Counter("bridgehead_scale_decisions_total",
+                              "Node changes the scaler wrote (launch, cordon, terminate, ...).",
+                              ["pool", "op"], registry=self.registry)
+        self._boot = Histogram("bridgehead_pool_boot_seconds",
+                               "From a node's launch to its first ready report.", ["pool"],
+                               buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200),
+                               registry=self.registry)
+        self._idle_share = Gauge("bridgehead_pool_idle_share",
+                                 "Ready nodes of each pool with no job, as a share of them.",
+                                 ["pool"], registry=self.registry)
+
+    def scale_decision(self, pool: str, op: str) -> None:
+        self._scale.labels(pool, op).inc()
+
+    def booted(self, pool: str, seconds: float) -> None:
+        self._boot.labels(pool).observe(max(0.0, seconds))
+
+    def pools(self, states: dict[tuple[str, str], int], idle_share: dict[str, float]) -> None:
+        """Set the pool gauges (each pool's every state, 0 for none)."""
+        for (pool, state), n in states.items():
+            self._pool_nodes.labels(pool, state).set(n)
+        for pool, share in idle_share.items():
+            self._idle_share.labels(pool).set(share)
+
     def submitted(self, n: int) -> None:
         self._submitted.inc(n)
 
     def claimed(self, cluster: str, n: int) -> None:
         if n:
             self._claimed.labels(cluster).inc(n)
+
+    def scheduler_event(self, cluster: str) -> None:
+        self._scheduler_events.labels(cluster).inc()
+
+    def throttled(self) -> None:
+        self._throttled.inc()
+
+    def poll_hint(self, cluster: str) -> None:
+        self._poll_hints.labels(cluster).inc()
 
     def transitions(self, jobs: Iterable[Job]) -> None:
         for job in jobs:

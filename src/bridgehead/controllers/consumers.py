@@ -19,7 +19,7 @@ import time
 
 from bridgehead.domain.events import Event
 from bridgehead.errors import StoreError
-from bridgehead.server.metrics import Metrics
+from bridgehead.metrics import Metrics
 from bridgehead.store import JobStore
 
 logger = logging.getLogger(__name__)

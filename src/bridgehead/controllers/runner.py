@@ -1,6 +1,6 @@
 """The workflow runner: advances runs when their jobs end. No process waits on a run.
 
-It reads the event log (see :mod:`bridgehead.server.consumers`): a ``job.finished`` event of a
+It reads the event log (see :mod:`bridgehead.controllers.consumers`): a ``job.finished`` event of a
 job labelled ``run=<id>``, or a run's ``started``/``cancelling``/``retried`` event, makes it
 look at that run: load the run and its tasks, :func:`~bridgehead.domain.runs.plan`, apply the
 plan by compare-and-set. Retries with a backoff and step timeouts are timers kept in memory
@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import replace
-from functools import lru_cache
-from typing import Any
 
+from bridgehead.controllers.consumers import EventConsumer
+from bridgehead.domain.arrays import FANOUT_BACKENDS
 from bridgehead.domain.clusters import route
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
-from bridgehead.domain.runs import Router, Run, expand, job_spec_for, new_run_id, plan
+from bridgehead.domain.runs import Router, Run, RunsArrays, plan
 from bridgehead.domain.workflows import WorkflowSpec
-from bridgehead.errors import Conflict, NotFound, StoreError
-from bridgehead.server.consumers import EventConsumer
-from bridgehead.server.metrics import Metrics
+from bridgehead.errors import NotFound, StoreError
+from bridgehead.metrics import Metrics
 from bridgehead.store import JobStore
-from bridgehead.workflows.spec import parse_workflow
+from bridgehead.workflows.launch import spec_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,35 +35,6 @@ SWEEP_S = 60.0
 """How often the runner looks at every live run even without an event."""
 _ATTEMPTS = 8
 """Looks at one run in a row when another writer keeps moving it (compare-and-set lost)."""
-
-
-@lru_cache(maxsize=64)
-def spec_of(text: str, filename: str) -> WorkflowSpec:
-    """A run's workflow, parsed once per process (runs store the file's text)."""
-    return parse_workflow(text, filename)
-
-
-async def create_run(store: JobStore, spec_text: str, *, filename: str = "workflow.yaml",
-                     params: Mapping[str, Any] | None = None, tenant: str = "default",
-                     idempotency_key: str | None = None) -> tuple[Run, bool]:
-    """Validate a workflow and a run's params, then store the run; the runner starts it when
-    it reads the run's ``started`` event. The same ``idempotency_key`` returns the same run."""
-    spec = spec_of(spec_text, filename)
-    resolved = spec.resolve_params(params)
-    run = Run(id=new_run_id(), workflow=spec.name, spec_text=spec_text, filename=filename,
-              params=resolved, tenant=tenant, idempotency_key=idempotency_key)
-    tasks = expand(spec, run.id, resolved)
-    checked: set[str] = set()
-    for task in tasks:  # one job per step, built now: a bad param fails here, not mid-run
-        if task.step not in checked:
-            checked.add(task.step)
-            job_spec_for(spec, run, task)
-    stored, created = await store.create_run(run, tasks)
-    if not created and (stored.spec_text, stored.params) != (spec_text, resolved):
-        raise Conflict(f"idempotency key {idempotency_key!r} is taken by run {stored.id}, "
-                       "started with another workflow text or params: use a new key for a "
-                       "different run")
-    return stored, created
 
 
 def runs_in(events: list[Event]) -> list[str]:
@@ -149,7 +118,8 @@ class WorkflowRunner(EventConsumer):
             spec = spec_of(run.spec_text, run.filename)
             tasks = await self.store.run_tasks(run_id)
             router = await self._router(spec)
-            decided = plan(spec, run, tasks, now=time.time(), router=router)
+            decided = plan(spec, run, tasks, now=time.time(), router=router,
+                           arrays=await self._arrays(spec))
             for job_id in decided.cancel_jobs:
                 await self.store.request_cancel(job_id)
             if decided.writes:
@@ -167,6 +137,15 @@ class WorkflowRunner(EventConsumer):
         logger.warning("run %s kept changing under the runner; it is looked at again on its "
                        "next event", run_id)
         return None
+
+    async def _arrays(self, spec: WorkflowSpec) -> RunsArrays | None:
+        """Which clusters run job arrays (their agents' backend does), for a workflow with
+        a fan-out that may be one."""
+        if not any(step.foreach is not None and step.array for step in spec.steps):
+            return None
+        names = {s.cluster.name for s in await self.store.clusters()
+                 if s.cluster.backend in FANOUT_BACKENDS}
+        return names.__contains__
 
     async def _router(self, spec: WorkflowSpec) -> Router | None:
         """Route steps without a cluster by their labels, over the clusters known now."""

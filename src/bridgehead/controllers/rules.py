@@ -1,6 +1,6 @@
 """The rule engine: every event of the log against every enabled rule; matches run actions.
 
-It is an event-log consumer (:mod:`bridgehead.server.consumers`): one server runs it, from a
+It is an event-log consumer (:mod:`bridgehead.controllers.consumers`): one server runs it, from a
 durable cursor. Each action is isolated: a failure is logged as a ``bridgehead.rule.failed``
 event and stops neither the rule's other actions nor other rules; a success is logged as
 ``bridgehead.rule.fired`` with what it made (a job id, a run id, a webhook's status). The
@@ -11,6 +11,10 @@ and come back as they are; a webhook is delivered again with the same
 
 Events of the engine itself (``bridgehead.rule.*``) are not matched: a rule cannot feed on
 its own results.
+
+A rule acts for its event's poster: a job it submits and a run it starts belong to the
+event's tenant (a job template naming another tenant fails for that event), so a client of
+one tenant cannot make an admin's rule put its data into another tenant.
 """
 
 from __future__ import annotations
@@ -25,17 +29,18 @@ from typing import Any
 
 import httpx
 
+from bridgehead.controllers.consumers import EventConsumer
 from bridgehead.domain.clusters import route
+from bridgehead.domain.egress import Egress
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
 from bridgehead.domain.rules import Action, Rule, StartWorkflow, SubmitJob, Webhook
 from bridgehead.errors import BridgeheadError
+from bridgehead.metrics import Metrics
 from bridgehead.rules.spec import validate_rule
 from bridgehead.rules.webhook import deliver
-from bridgehead.server.consumers import EventConsumer
-from bridgehead.server.metrics import Metrics
 from bridgehead.store import JobStore
-from bridgehead.workflows.runner import create_run
+from bridgehead.workflows.launch import create_run
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +54,11 @@ class RuleEngine(EventConsumer):
 
     def __init__(self, store: JobStore, *, cluster_ttl_s: float = 30.0,
                  lease_s: float = 15.0, http: httpx.AsyncClient | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, egress: Egress | None = None) -> None:
         super().__init__(store, lease_s=lease_s, metrics=metrics)
         self.cluster_ttl_s = cluster_ttl_s
+        self.egress = egress or Egress()
+        """Where webhooks may go (public addresses unless ``[server] webhook_allow``)."""
         self._http = http
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._rules: dict[tuple[Any, Any], Rule] = {}
@@ -132,6 +139,7 @@ class RuleEngine(EventConsumer):
             params = {k: _scalar(v) for k, v in action.params_for(event).items()}
             run, created = await create_run(
                 self.store, action.spec, filename=action.filename, params=params,
+                tenant=action.tenant_for(event),
                 idempotency_key=action.idempotency_key(rule.name, event, index))
             return {"run_id": run.id, "created": created}
         assert isinstance(action, Webhook)
@@ -142,7 +150,7 @@ class RuleEngine(EventConsumer):
         headers = action.headers_for(event, rule.name, body)
         client = self._http or httpx.AsyncClient()
         try:
-            delivery = await deliver(action, body, headers, client=client)
+            delivery = await deliver(action, body, headers, client=client, egress=self.egress)
         finally:
             if self._http is None:
                 await client.aclose()

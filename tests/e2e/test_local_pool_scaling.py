@@ -109,7 +109,13 @@ def test_a_node_with_a_job_is_never_released(api: Api, tmp_path: Path) -> None:
     brief = api.submit("sh", "-c", HOLD, str(short))
     api.until(lambda: api.state(kept) == api.state(brief) == "running",
               "both jobs running, one node each")
-    nodes = api.nodes()
+    # The nodes' job counts come with the agent's next pool report, a heartbeat after the
+    # jobs' own "running" reports: wait for it.
+    def one_job_each() -> list[dict[str, Any]] | None:
+        nodes = api.nodes()
+        return nodes if [n["jobs"] for n in nodes] == [1, 1] else None
+
+    nodes = api.until(one_job_each, "one job on each of two nodes")
     assert len(nodes) == 2 and all(n["jobs"] == 1 for n in nodes), nodes
     short.touch()
     api.until(lambda: len(api.nodes()) == 1,

@@ -104,3 +104,28 @@ def _no_event_loop_left_running(request: pytest.FixtureRequest) -> Iterator[None
                     f"or a fixture that ended after it: {leaked!r}")
     yield
     _last_test[0] = request.node.nodeid
+
+
+SERIAL_GROUPS = {
+    "tests/slurm/test_pool": "slurm-delta",
+    "tests/slurm/test_slurm_programs.py": "slurm-delta",
+    "tests/slurm/": "slurm",
+    "tests/e2e/test_chaos.py": "slurm",
+    "tests/spark/": "spark",
+    "tests/livy/": "spark",
+    "tests/airflow/": "airflow",
+    "tests/ui/": "ui",
+}
+"""Tests that share one lab (or one package-wide browser) and must run one after another, in
+one pytest-xdist worker (``scripts/test`` runs the suite with ``-n 3 --dist loadgroup``), by
+the first prefix of their node id that matches. delta (the elastic cluster) is a lab of its
+own beside alpha, beta and gamma: its tests run beside theirs. Everything else runs on any
+worker: each test has its own databases, ports and homes."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = next((g for prefix, g in SERIAL_GROUPS.items()
+                      if item.nodeid.startswith(prefix)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

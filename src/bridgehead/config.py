@@ -528,6 +528,7 @@ OTHER_VARIABLES = (
     "BRIDGEHEAD_ARGV_*",
     "BRIDGEHEAD_TEST_PG_DSN",  # the test suite's and bench/broker.py's PostgreSQL
     "BRIDGEHEAD_TEST_CHROMIUM",  # the browser of the web UI's tests
+    "BRIDGEHEAD_TEST_WORKERS",  # scripts/test: pytest-xdist workers of a whole-suite run
     "BRIDGEHEAD_UI_SCREENSHOT",  # where tests/ui also writes the README's screenshot
 )
 """``BRIDGEHEAD_*`` names that are not settings fields but are read or set by Bridgehead; a

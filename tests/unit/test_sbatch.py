@@ -128,7 +128,8 @@ def test_caps_are_kept_to_clamp_directives() -> None:
     ("-t 2h", "expected minutes, M:S"),
     ("--mem=lots", "expected a size"),
     ("-N 3-2", "expected N or MIN-MAX"),
-    ("-o /x/%N.out", "%N is not supported in a log path"),
+    ("-o /x/%t.out", "line 3: #SBATCH -o /x/%t.out: %t is not supported in a log path"),
+    ("-e /x/%n.err", "%n is not supported in a log path"),
     ("-D relative/dir", "give an absolute path"),
     ("--array=5-1", "line 3: #SBATCH --array=5-1: array '5-1'"),
 ])
@@ -152,7 +153,28 @@ def test_given_by_default_counts_what_differs_from_the_defaults() -> None:
     ("/logs/%x-%u-%A_%a.%%.out", "/logs/job-alice-42_4294967294.%.out"),
     ("%5j-%J.txt", "/w/00042-42.txt"),
     ("none", "/dev/null"),
+    ("%N-%j.out", "/w/node01-42.out"),
+    ("/logs/%5N.%%N", "/logs/node01.%N"),
 ])
 def test_log_paths_expand_sbatch_patterns(pattern: str, path: str) -> None:
     assert sbatch.log_path(pattern, working_dir="/w", job_id="42", name="job",
-                           user="alice") == path
+                           user="alice", node="node01") == path
+
+
+def test_a_node_named_log_path_is_taken_and_waits_for_the_node() -> None:
+    s = sbatch.apply(spec(HEAD + "#SBATCH -o %x-%N.out -e /logs/%N.err\n"), given=())
+    want = sbatch.asked(sbatch.directives(s.script or ""))
+    assert (want.output, want.error) == ("%x-%N.out", "/logs/%N.err")
+    assert [sbatch.needs_node(p) for p in ("%x-%N.out", "a-%%N.out", "none")] == [
+        True, False, False]
+    with pytest.raises(ValueError, match="%N needs the job's node"):
+        sbatch.log_path("%N.out", working_dir="/w", job_id="42", name="job", user="alice")
+
+
+@pytest.mark.parametrize(("nodelist", "first"), [
+    ("node[01-03]", "node01"), ("localhost", "localhost"), ("beta1,beta2", "beta1"),
+    ("gpu[7,9-12],cpu1", "gpu7"), ("rack[2-3]n[05-06]", "rack2n05"), (" node5 ", "node5"),
+    ("", None), ("None assigned", None), ("n/a", None), ("(null)", None),
+])
+def test_the_first_host_of_a_node_list(nodelist: str, first: str | None) -> None:
+    assert sbatch.first_host(nodelist) == first

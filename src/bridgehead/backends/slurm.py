@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import pwd
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from bridgehead.backends.base import NativeStatus, confine_working_dir, read_file_range
 from bridgehead.domain import sbatch
@@ -120,6 +122,8 @@ _NATIVE_ID = re.compile(r"[0-9]{1,12}(?:_[0-9]{1,10})?")
 _MEMORY_KILL = re.compile(rb"Exceeded (job|step) memory limit|oom[-_ ]kill", re.IGNORECASE)
 _LOG_NAME = {False: "%j", True: "%A_%a"}
 """A job's log file name: its id, or an array element's JOBID_INDEX (its native id)."""
+_AWAITING = ".node"
+"""The suffix of the file keeping a ``%N`` log path until the job has a node."""
 _ARGV_WRAPPER = '#!/bin/sh\n# Bridgehead: run the argv given to this script, as given\nexec "$@"\n'
 ARGV_FROM_ENV = r"""#!/bin/sh
 # Bridgehead: run the argv held in BRIDGEHEAD_ARGC and BRIDGEHEAD_ARGV_<i>, as given. eval only
@@ -191,6 +195,9 @@ class JobFiles:
 
     def __init__(self, root: Path, allowed_roots: Sequence[Path]) -> None:
         self.logs, self.work, self.allowed_roots = root / "logs", root / "work", allowed_roots
+        self._awaiting: set[str] = set()
+        """Native ids whose log path names their node, not known yet (see place_logs)."""
+        self._scanned = False
 
     def request(self, job_id: str, spec: JobSpec, *, caps: Caps,
                 base_env: Mapping[str, str]) -> SlurmRequest:
@@ -215,17 +222,70 @@ class JobFiles:
         """Where the script's own ``-o``/``-e`` put the job's output, point
         ``<logs>/<native id>.out|.err`` at those files (sbatch's patterns expanded, relative
         to the working dir), so the logs are read from the paths the user asked for. Blocking.
-        With ``-o`` and no ``-e`` both streams are in the ``-o`` file, shipped as stdout."""
+        With ``-o`` and no ``-e`` both streams are in the ``-o`` file, shipped as stdout.
+        A path naming the job's node (``%N``) is linked by :meth:`place_logs` once the job has
+        one: until then ``<logs>/.<native id>.<out|err>.node`` keeps what it needs."""
         user = pwd.getpwuid(os.getuid()).pw_name
         for option, pattern, ext in (("output", request.stdout, "out"),
                                      ("error", request.stderr, "err")):
             if option not in request.from_script or (ext == "err" and pattern == request.stdout):
                 continue
-            for one, target in _log_targets(request, pattern, native_id, user):
-                link, tmp = self.logs / f"{one}.{ext}", self.logs / f".{one}.{ext}"
-                tmp.unlink(missing_ok=True)
-                os.symlink(target, tmp)
-                os.replace(tmp, link)
+            for one, where in _log_targets(request, pattern, native_id, user):
+                if sbatch.needs_node(pattern):
+                    self._await_node(one, ext, where)
+                else:
+                    self._link(one, ext, sbatch.log_path(**where))
+
+    def _link(self, native_id: str, ext: str, target: str) -> None:
+        link, tmp = self.logs / f"{native_id}.{ext}", self.logs / f".{native_id}.{ext}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    def _await_node(self, native_id: str, ext: str, where: Mapping[str, Any]) -> None:
+        path = self.logs / f".{native_id}.{ext}{_AWAITING}"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(where))
+        os.replace(tmp, path)
+        self._awaiting.add(native_id)
+
+    async def place_logs(self, nodes: Mapping[str, str | None],
+                         ended: Collection[str] = ()) -> None:
+        """Link the logs whose path names the node (``%N``) of each job of ``nodes`` (native
+        id: the node its batch script runs on, None while it has none) that has one now; drop
+        what is kept for those of ``ended`` that never had one (cancelled while pending:
+        Slurm opened no file). Costs nothing for jobs with no such path (after one scan of the
+        logs directory, for the jobs an earlier agent submitted)."""
+        todo = {i: nodes.get(i) for i in await self.awaiting_node({*nodes, *ended})
+                if nodes.get(i) or i in ended}
+        if todo:
+            await asyncio.to_thread(self._place, todo)
+
+    async def awaiting_node(self, native_ids: Iterable[str]) -> set[str]:
+        """Those of ``native_ids`` with a log path that waits for their node (``%N``)."""
+        if not self._scanned:
+            self._awaiting |= await asyncio.to_thread(self._scan_awaiting)
+            self._scanned = True
+        return self._awaiting.intersection(native_ids)
+
+    def _scan_awaiting(self) -> set[str]:
+        if not self.logs.is_dir():
+            return set()
+        return {name[1:-len(_AWAITING)].rpartition(".")[0] for name in os.listdir(self.logs)
+                if name.startswith(".") and name.endswith(_AWAITING)}
+
+    def _place(self, nodes: Mapping[str, str | None]) -> None:
+        for native_id, node in nodes.items():
+            for ext in ("out", "err"):
+                path = self.logs / f".{native_id}.{ext}{_AWAITING}"
+                try:
+                    where = json.loads(path.read_text())
+                except FileNotFoundError:
+                    continue
+                if node:
+                    self._link(native_id, ext, sbatch.log_path(**where, node=node))
+                path.unlink(missing_ok=True)
+            self._awaiting.discard(native_id)
 
     def relink_logs(self, job_id: str, spec: JobSpec, native_id: str, *, caps: Caps,
                     base_env: Mapping[str, str]) -> None:
@@ -254,16 +314,16 @@ class JobFiles:
 
 
 def _log_targets(request: SlurmRequest, pattern: str, native_id: str,
-                 user: str) -> list[tuple[str, str]]:
-    """(native id, the file ``pattern`` names for it): the job's, or each array element's
-    (``N_<index>``, with ``%A`` the array's id and ``%a`` the index)."""
+                 user: str) -> list[tuple[str, dict[str, Any]]]:
+    """(native id, :func:`sbatch.log_path`'s arguments for it): the job's, or each array
+    element's (``N_<index>``, with ``%A`` the array's id and ``%a`` the index)."""
+    common = {"pattern": pattern, "working_dir": request.working_dir, "name": request.name,
+              "user": user}
     if request.array is None:
-        return [(native_id, sbatch.log_path(pattern, working_dir=request.working_dir,
-                                            job_id=native_id, name=request.name, user=user))]
-    return [(f"{native_id}_{i}", sbatch.log_path(
-        pattern, working_dir=request.working_dir, job_id=f"{native_id}_{i}",
-        name=request.name, user=user, array_job_id=native_id, array_task_id=str(i)))
-        for i in array_indices(request.array)[0]]
+        return [(native_id, {**common, "job_id": native_id})]
+    return [(f"{native_id}_{i}", {**common, "job_id": f"{native_id}_{i}",
+                                  "array_job_id": native_id, "array_task_id": str(i)})
+            for i in array_indices(request.array)[0]]
 
 
 def _check_array_logs(request: SlurmRequest) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from bridgehead.backends import slurm
 from bridgehead.backends.base import NativeStatus
 from bridgehead.config import SlurmSettings
+from bridgehead.domain import sbatch
 from bridgehead.domain.arrays import array_job_id, expand_native_ids
 from bridgehead.domain.clusters import Capacity
 from bridgehead.domain.jobs import JobSpec, JobState
@@ -43,8 +44,9 @@ _MISMATCH = re.compile(r"Incompatible versions of client and server code|"
                        r"Invalid Protocol Version", re.IGNORECASE)
 """A client of another Slurm release than the controller's (22.05's tools and 24.11's)."""
 _ENV_KEEP = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
-_SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS,Start"
-"""JobID, not JobIDRaw: an array element's is JOBID_INDEX (its raw id is a number of its own)."""
+_SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,AllocCPUS,NNodes,MaxRSS,Start,NodeList"
+"""JobID, not JobIDRaw: an array element's is JOBID_INDEX (its raw id is a number of its own).
+NodeList: the batch step's is the node its script ran on (a ``%N`` log path's)."""
 TOOLS = ("sbatch", "squeue", "sacct", "scancel")
 """The commands this backend runs."""
 STEP_GRACE_S = 10.0
@@ -110,7 +112,7 @@ class SlurmCliBackend:
         ids = slurm.native_ids(native_ids)
         if not ids:
             return {}
-        queued = await self._squeue(ids)
+        queued, nodes = await self._squeue(ids)
         result: dict[str, NativeStatus] = {}
         ask_sacct = []
         for native_id in ids:
@@ -123,11 +125,13 @@ class SlurmCliBackend:
                 result[native_id] = NativeStatus(
                     state=state, settling=slurm.base_state(raw or "") in slurm.SETTLING)
         if ask_sacct:
-            accounted = await self._sacct(ask_sacct)
+            accounted = await self._sacct(ask_sacct, nodes)
             for native_id in ask_sacct:
                 status = self._ended(native_id, accounted.get(native_id), queued.get(native_id))
                 if status is not None:
                     result[native_id] = status
+        await self.files.place_logs(nodes, ended=[i for i, s in result.items()
+                                                  if s.state.terminal])
         # the agent asks for all its jobs each time: what it no longer asks about is forgotten
         self._last = {native_id: status.state for native_id, status in result.items()
                       if not status.state.terminal}
@@ -163,9 +167,11 @@ class SlurmCliBackend:
                             "ended; no accounting record to say how",
                             infrastructure=name in slurm.INFRASTRUCTURE)
 
-    async def _squeue(self, ids: list[str]) -> dict[str, str]:
-        """{native id: Slurm state} of the jobs slurmctld still holds, in ONE squeue call."""
-        argv = ["squeue", "--noheader", "--states=all", "--format=%i|%T", f"--jobs={','.join(ids)}"]
+    async def _squeue(self, ids: list[str]) -> tuple[dict[str, str], dict[str, str | None]]:
+        """({native id: Slurm state}, {native id: the node its batch script runs on, None
+        before it starts}) of the jobs slurmctld still holds, in ONE squeue call."""
+        argv = ["squeue", "--noheader", "--states=all", "--format=%i|%T|%B",
+                f"--jobs={','.join(ids)}"]
         try:
             out = await self._run(argv)
         except BackendUnavailable:
@@ -174,15 +180,20 @@ class SlurmCliBackend:
             if "Invalid job id" not in exc.message:
                 raise
             out = ""  # every id unknown to slurmctld (all purged): sacct will say
-        states = {}
+        states: dict[str, str] = {}
+        nodes: dict[str, str | None] = {}
         for line in out.splitlines():
-            listed, _, state = line.strip().partition("|")
+            listed, _, rest = line.strip().partition("|")
+            state, _, host = rest.partition("|")
             for native_id in expand_native_ids(listed) if listed else ():
                 states[native_id] = state  # pending array elements come as N_[1-9%2]
-        return states
+                nodes[native_id] = sbatch.first_host(host)
+        return states, nodes
 
-    async def _sacct(self, ids: list[str]) -> dict[str, NativeStatus]:
-        """{native id: status} from accounting, in ONE sacct call (allocations and steps)."""
+    async def _sacct(self, ids: list[str],
+                     nodes: dict[str, str | None]) -> dict[str, NativeStatus]:
+        """{native id: status} from accounting, in ONE sacct call (allocations and steps);
+        the node each job's batch script ran on is put in ``nodes``."""
         # without --duplicates, sacct shows each id's most recent record (a requeued job's
         # last run, not a stale job of a slurmctld whose state was wiped)
         out = await self._run(["sacct", "--noheader", "--parsable2",
@@ -192,9 +203,12 @@ class SlurmCliBackend:
         batch_exit: dict[str, str] = {}
         for line in out.splitlines():
             cells = line.split("|")
-            if len(cells) != 8 or not cells[0]:
+            if len(cells) != 9 or not cells[0]:
                 continue
             base, dot, step = cells[0].partition(".")
+            host = sbatch.first_host(cells[8])
+            if host and (step == "batch" or not nodes.get(base)):
+                nodes[base] = host  # the batch step's node, else the allocation's first
             if dot:
                 mb = slurm.parse_memory_mb(cells[6])
                 if mb is not None:
@@ -202,7 +216,8 @@ class SlurmCliBackend:
                 if step == "batch":
                     batch_exit[base] = cells[2]
             else:
-                rows.update(dict.fromkeys(expand_native_ids(base), cells))
+                rows.update(dict.fromkeys(expand_native_ids(base), cells[:8]))
+        await self.files.place_logs(nodes)  # before explain reads a %N stderr
         return {native_id: await self.files.explain(native_id, _status_from_sacct(
                     cells, rss.get(native_id), batch_exit.get(native_id)))
                 for native_id, cells in rows.items()}

@@ -29,7 +29,7 @@ import dataclasses
 import getpass
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -56,8 +56,9 @@ from bridgehead.backends.slurm_rest_api import (
 from bridgehead.backends.slurm_rest_options import honoured_directives
 from bridgehead.backends.slurm_rest_token import RestToken
 from bridgehead.config import SlurmSettings
+from bridgehead.domain import sbatch
 from bridgehead.domain.clusters import OPTIONAL_REQUESTS, Capacity
-from bridgehead.domain.jobs import JobSpec
+from bridgehead.domain.jobs import JobSpec, JobState
 from bridgehead.errors import BackendError, BackendUnavailable, ConfigError, SubmitRejected
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class SlurmRestBackend:
         self._accounting = True
         self._api_lock = asyncio.Lock()
         self._exits: dict[str, tuple[int | None, int | None]] = {}
+        self._nodes: dict[str, str | None] = {}
+        """The node each job read this poll runs its batch script on (a ``%N`` log path's)."""
         self._caps = slurm.Caps(max_cores=settings.max_cores, max_nodes=settings.max_nodes)
         self._env = {"PATH": _JOB_PATH, "USER": user, "LOGNAME": user}
         if settings.conf is not None:
@@ -139,6 +142,7 @@ class SlurmRestBackend:
                 await self._version()
             return {}
         api = await self._version()
+        self._nodes = {}
         if api.state_poll:
             result = await self._by_state(api, ids)
         else:
@@ -152,6 +156,8 @@ class SlurmRestBackend:
                 code, signum = self._exits[native_id]
                 record = dataclasses.replace(record, exit_code=code, signal=signum)
             result[native_id] = status_of(record)
+        await self.files.place_logs(self._nodes, ended=[i for i, s in result.items()
+                                                        if s.state.terminal])
         return {native_id: await self.files.explain(native_id, status)
                 for native_id, status in result.items()}
 
@@ -179,13 +185,16 @@ class SlurmRestBackend:
                 if isinstance(job, dict) and str(job.get("job_id")) in chunk:
                     states[str(job.get("job_id"))] = state_name(job.get("state"))
         ended = [i for i, state in states.items() if slurm.to_state(state).terminal]
+        ended += await self.files.awaiting_node(  # once, to find a %N log path's node
+            i for i, state in states.items() if slurm.to_state(state) is JobState.RUNNING)
         if len(ended) > _ONE_BY_ONE:
             records = await self._live(api)
         else:
             records = {r.native_id: r for i in ended for r in await self._job(api, i)}
-        result = {i: self._status(records[i]) for i in ended if i in records}
+        result = {i: self._status(records[i]) for i in ended
+                  if i in records and slurm.to_state(states[i]).terminal}
         for native_id, state in states.items():
-            if native_id not in ended:
+            if native_id not in result:
                 result[native_id] = status_of(JobRecord(native_id=native_id, state=state))
         return result
 
@@ -197,14 +206,16 @@ class SlurmRestBackend:
         if status != 200:
             raise BackendError(f"slurmrestd job {native_id}: "
                                f"{describe(status, errors_of(body), text)}")
-        return [api.live(job) for job in body.get("jobs") or [] if isinstance(job, dict)]
+        return [self._read(api.live, job) for job in body.get("jobs") or []
+                if isinstance(job, dict)]
 
     async def _live(self, api: ApiVersion) -> dict[str, JobRecord]:
         """Every job slurmctld holds, by native id: ONE request."""
         status, body, text = await self._call("jobs", "GET", api.path("jobs"))
         if status != 200:
             raise BackendError(f"slurmrestd jobs: {describe(status, errors_of(body), text)}")
-        records = (api.live(job) for job in body.get("jobs") or [] if isinstance(job, dict))
+        records = (self._read(api.live, job) for job in body.get("jobs") or []
+                   if isinstance(job, dict))
         return {record.native_id: record for record in records}
 
     async def _accounted(self, api: ApiVersion, ids: list[str]) -> dict[str, JobRecord]:
@@ -226,7 +237,18 @@ class SlurmRestBackend:
         errors = [(code, said) for code, said in errors_of(body) if code != NOTHING_FOUND]
         if status != 200 or errors:
             raise BackendError(f"slurmrestd accounting: {describe(status, errors, text)}")
-        return [api.accounted(job) for job in body.get("jobs") or [] if isinstance(job, dict)]
+        return [self._read(api.accounted, job) for job in body.get("jobs") or []
+                if isinstance(job, dict)]
+
+    def _read(self, read: Callable[[Json], JobRecord], job: Json) -> JobRecord:
+        """``read(job)``, noting the node the job's batch script runs on (slurmctld's
+        ``batch_host``, else the first of its ``nodes``)."""
+        record = read(job)
+        hosts = [h for h in (job.get("batch_host"), job.get("nodes")) if isinstance(h, str)]
+        node = next((n for n in map(sbatch.first_host, hosts) if n), None)
+        if node or record.native_id not in self._nodes:
+            self._nodes[record.native_id] = node
+        return record
 
     async def cancel(self, native_ids: Sequence[str]) -> None:
         """ONE ``DELETE /slurm/<v>/jobs/`` per 200 jobs where the version has it, else one

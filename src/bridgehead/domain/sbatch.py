@@ -361,7 +361,9 @@ def given_by_default(spec: JobSpec) -> frozenset[str]:
 
 # -- log paths ---------------------------------------------------------------------------------
 _PATTERN = re.compile(r"%(\d*)(.)")
-_EXPANDED = frozenset("%AajJux")
+_EXPANDED = frozenset("%AajJNux")
+_NO_NODE = frozenset({"", "n/a", "none", "none assigned", "(null)"})
+"""How Slurm's tools write "no node yet" (squeue, sacct, slurmrestd)."""
 
 
 def check_log_pattern(value: str, d: Directive) -> None:
@@ -371,23 +373,49 @@ def check_log_pattern(value: str, d: Directive) -> None:
     for m in _PATTERN.finditer(value):
         if m[2] not in _EXPANDED:
             raise d.fail(f"%{m[2]} is not supported in a log path: Bridgehead reads the log "
-                         "from the head node and can expand only %j %x %u %A %a %J %%")
+                         "from the head node and can expand only %j %x %u %A %a %J %N %%")
+
+
+def needs_node(pattern: str) -> bool:
+    """Does ``pattern`` name its file by the node the job runs on (``%N``)? Its path is then
+    known only once the job has started."""
+    return pattern.lower() != "none" and any(m[2] == "N" for m in _PATTERN.finditer(pattern))
+
+
+def first_host(nodelist: str) -> str | None:
+    """The first host of a Slurm node list (``node[01-03,07],gpu1`` -> ``node01``): the node
+    a batch script runs on; None for no node (a pending job's empty list, ``None assigned``)."""
+    text = nodelist.strip()
+    if text.lower() in _NO_NODE:
+        return None
+    depth, end = 0, len(text)
+    for i, ch in enumerate(text):  # the first name ends at a comma outside brackets
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            end = i
+            break
+    first = re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m[1])[0], text[:end])
+    return first or None
 
 
 def log_path(pattern: str, *, working_dir: str, job_id: str, name: str, user: str,
-             array_job_id: str | None = None, array_task_id: str | None = None) -> str:
+             array_job_id: str | None = None, array_task_id: str | None = None,
+             node: str | None = None) -> str:
     """The file sbatch's ``pattern`` names: ``%j``/``%J`` the job id, ``%x`` its name, ``%u``
     the user, ``%A``/``%a`` the array's job id and index (for a plain job: the job id and
-    4294967294, as Slurm writes), ``%%`` a percent; ``%5j`` pads with zeros; relative to the
+    4294967294, as Slurm writes), ``%N`` the node the batch script runs on (``node``; a
+    ValueError without it), ``%%`` a percent; ``%5j`` pads numbers with zeros; relative to the
     working dir; ``none`` is /dev/null."""
     if pattern.lower() == "none":
         return "/dev/null"
-    values = {"j": job_id, "J": job_id, "x": name, "u": user, "%": "%",
+    if node is None and needs_node(pattern):
+        raise ValueError(f"{pattern}: %N needs the job's node")
+    values = {"j": job_id, "J": job_id, "x": name, "u": user, "%": "%", "N": node or "",
               "A": array_job_id or job_id, "a": array_task_id or "4294967294"}
 
     def one(m: re.Match[str]) -> str:
         value = values[m[2]]
-        return value.zfill(int(m[1])) if m[1] and value.isdigit() else value
+        return value.zfill(int(m[1])) if m[1] and m[2] != "N" and value.isdigit() else value
 
     path = _PATTERN.sub(one, pattern)
     return path if path.startswith("/") else f"{working_dir.rstrip('/')}/{path}"

@@ -31,12 +31,15 @@ changes (a refused AddJobFlowSteps puts its steps back in the queue). ``calls`` 
 requests (``cycle_calls``: the last poll's), for tests and the benchmark.
 
 Usage: EMR has none per step. A step's is its runtime x its cores, ``estimated``, with its
-share of the cluster's NormalizedInstanceHours apportioned by runtime x cores among the
-steps it ran (``instance_hours``). Exit codes: EMR gives none; a FAILED step's reason carries
-its FailureDetails. Logs: with ``log_uri`` (``s3://``) the step's ``stdout.gz``/``stderr.gz``
-(EMR's layout ``<log_uri><cluster>/steps/<step>/``) are read ONCE, when the step ends (EMR
-uploads them every few minutes while it runs); the end is reported once they are there, or
-after two minutes (:mod:`bridgehead.backends.emr_logs`). Without ``log_uri`` a job has no
+share of the cluster's NormalizedInstanceHours (``instance_hours``), taken when it ends from
+the hours no earlier step was charged, by runtime x cores against the steps still running
+(:func:`bridgehead.backends.emr_resolve.apportion` states the rule): never hours after it
+ended, and once the cluster's last step ends the shares sum to its hours. Exit codes: EMR
+gives none; a FAILED step's reason carries its FailureDetails. Logs: with ``log_uri``
+(``s3://``) the step's ``stdout.gz``/``stderr.gz`` (EMR's layout
+``<log_uri><cluster>/steps/<step>/``) are read ONCE, when the step ends (EMR uploads them
+every few minutes while it runs); the end is reported once they are there, or after two
+minutes (:mod:`bridgehead.backends.emr_logs`). Without ``log_uri`` a job has no
 logs here (deploy/emr/README.md says so).
 
 Limits: one agent per pool (the record lives in its state dir); AWS credentials come from
@@ -69,7 +72,7 @@ from bridgehead.backends.emr_pool import (
     PoolRecord,
 )
 from bridgehead.backends.emr_resolve import (
-    estimated_usage,
+    apportion,
     final_status,
     lost_status,
     native_status,
@@ -78,7 +81,7 @@ from bridgehead.backends.emr_resolve import (
 from bridgehead.backends.emr_steps import cores_of, step_args, step_definition, tag_in
 from bridgehead.config import EmrSettings
 from bridgehead.domain.clusters import SPARK, Capacity
-from bridgehead.domain.jobs import JobSpec, JobState, Usage
+from bridgehead.domain.jobs import JobSpec, JobState
 from bridgehead.errors import BackendUnavailable, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class EmrBackend:
     def __init__(self, settings: EmrSettings, *, state_dir: Path, failpoint: str = "") -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", settings.pool):
             raise ConfigError(f"emr pool {settings.pool!r}: give 1-64 letters, digits, _ . -")
+        pool_rules.check_settings(settings)  # refused at start, not at the first RunJobFlow
         self.settings = settings
         self.pool = settings.pool
         self.record = PoolRecord(state_dir / "emr" / f"{self.pool}.json")
@@ -108,8 +112,6 @@ class EmrBackend:
         self._active: dict[str, dict[str, dict[str, Any]]] = {}
         """cluster id -> step id -> the step as this cycle's ListSteps gave it."""
         self._idle_since: dict[str, float] = {}
-        self._work: dict[str, float] = {}
-        """cluster id -> runtime x cores of the steps that ended on it (apportioning)."""
         self._replace = 0
         self._create_after = 0.0
         self._foreign: set[str] = set()
@@ -252,23 +254,28 @@ class EmrBackend:
                     step_id = named[tag]["Id"]
                     entry["step"] = step_id
                     steps[step_id] = named[tag]
-        lost = 0
+        lost, settled = 0, []
         for tag, entry in entries.items():
             step = steps.get(entry["step"]) if entry["step"] else None
             if step is None:  # never reached EMR: back to the queue, same tag
                 self._requeue(tag, entry)
                 continue
             if step["Status"]["State"] == "COMPLETED" or entry.get("cancel"):
-                self._finish(tag, final_status(step, entry, self._usage(cid, entry, step)))
+                settled.append((tag, entry, step))
                 continue
             lost += 1
             self._finish(tag, lost_status(cid, cluster.get("Name", ""), status, reason))
+        lost_work = sum((runtime_s(s, datetime.now(UTC)) or 0.0) * self._cores(s)
+                        for s in steps.values() if s["Id"] not in {e[2]["Id"] for e in settled})
+        self._settle(cid, settled, lost_work,  # the lost steps' hours go to no step
+                     float(cluster.get("NormalizedInstanceHours") or 0))
         if lost and status.get("State") == "TERMINATED_WITH_ERRORS" and \
                 reason.get("Code") in pool_rules.INFRASTRUCTURE_CODES:
             self._replace += 1
             logger.info("EMR cluster %s died (%s): %d steps lost, replacing it", cid,
                         reason.get("Code"), lost)
         self.record.clusters.pop(cid, None)
+        self.record.charged.pop(cid, None)
         self.record.data["runs"] = {r: c for r, c in self.record.runs.items() if c != cid}
         self._idle_since.pop(cid, None)
         self.record.save()
@@ -294,10 +301,11 @@ class EmrBackend:
                     self._requeue(tag, entry)
         left = [e["step"] for e in mine.values() if e["step"] and e["step"] not in active]
         ended = by_tag(list((await self.api.steps_by_id(view.id, left)).values()))
-        for tag, step in ended.items():
-            done = mine.get(tag)
-            if done is not None and done.get("final") is None:
-                self._finish(tag, final_status(step, done, self._usage(view.id, done, step)))
+        settled = [(tag, mine[tag], step) for tag, step in ended.items()
+                   if tag in mine and mine[tag].get("final") is None]
+        now = datetime.now(UTC)
+        running = sum((runtime_s(s, now) or 0.0) * self._cores(s) for s in active.values())
+        self._settle(view.id, settled, running, view.instance_hours)
         self.record.save()
 
     async def _send_cancels(self) -> None:
@@ -420,18 +428,20 @@ class EmrBackend:
         entry["final"] = final
         entry["final_at"] = time.time()
 
-    def _usage(self, cid: str, entry: dict[str, Any], step: dict[str, Any]) -> Usage | None:
-        """Estimated (see :func:`estimated_usage`); the ended steps' work is kept per cluster."""
-        now = datetime.now(UTC)
-        running = sum((runtime_s(s, now) or 0.0) * self._cores(s)
-                      for s in self._active.get(cid, {}).values() if s["Id"] != step["Id"])
-        view = self.views.get(cid)
-        done = self._work.get(cid, 0.0)
-        usage = estimated_usage(step, int(entry.get("cores") or 1), done + running,
-                                view.instance_hours if view else 0.0)
-        if usage is not None:
-            self._work[cid] = self._work.get(cid, 0.0) + usage.core_seconds
-        return usage
+    def _settle(self, cid: str, settled: list[tuple[str, dict[str, Any], dict[str, Any]]],
+                running_work: float, instance_hours: float) -> None:
+        """Finish the steps of cluster ``cid`` that ended in this cycle, with their estimated
+        usage (:func:`apportion`: their share of the hours not yet charged to a step, against
+        ``running_work``, the runtime x cores so far of its steps still running); what they
+        took is added to the cluster's ``charged`` hours in the record."""
+        unclaimed = instance_hours - self.record.charged.get(cid, 0.0)
+        usages = apportion([(step, int(entry.get("cores") or 1)) for _, entry, step in settled],
+                           running_work, unclaimed)
+        for (tag, entry, step), usage in zip(settled, usages, strict=True):
+            self._finish(tag, final_status(step, entry, usage))
+            if usage is not None and usage.instance_hours:
+                self.record.charged[cid] = (self.record.charged.get(cid, 0.0)
+                                            + usage.instance_hours)
 
     def _cores(self, step: dict[str, Any]) -> int:
         entry = self.record.steps.get(tag_in(step.get("Name", "")) or "")

@@ -12,7 +12,9 @@ journal of the steps queued since) holds:
 - ``steps``: one entry per attempt tag: its step definition, run, cores, and where it is:
   queued (no cluster) -> placing (cluster, no step id: written BEFORE AddJobFlowSteps) ->
   placed (cluster and step id) -> final (the status reported);
-- ``runs``: workflow run -> the cluster that last ran one of its steps (reuse across phases).
+- ``runs``: workflow run -> the cluster that last ran one of its steps (reuse across phases);
+- ``charged``: cluster id -> the normalized instance hours already shared out to its ended
+  steps (:func:`bridgehead.backends.emr_resolve.apportion`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridgehead.config import EmrSettings
 from bridgehead.domain.jobs import JobSpec
+from bridgehead.errors import ConfigError
 
 ACTIVE_CLUSTER = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 READY_CLUSTER = ("RUNNING", "WAITING")
@@ -64,7 +68,7 @@ class PoolRecord:
         self._saved = ""
         """The snapshot last written (a save that would change nothing writes nothing)."""
         self.data: dict[str, Any] = {"generation": 0, "intents": {}, "clusters": {},
-                                     "steps": {}, "runs": {}}
+                                     "steps": {}, "runs": {}, "charged": {}}
         try:
             self.data.update(json.loads(path.read_text()))
         except FileNotFoundError:
@@ -99,6 +103,11 @@ class PoolRecord:
     @property
     def runs(self) -> dict[str, str]:
         return self.data["runs"]  # type: ignore[no-any-return]
+
+    @property
+    def charged(self) -> dict[str, float]:
+        """Cluster id -> the normalized instance hours already charged to its ended steps."""
+        return self.data["charged"]  # type: ignore[no-any-return]
 
     def next_generation(self) -> int:
         self.data["generation"] += 1
@@ -206,19 +215,66 @@ def retire(clusters: list[ClusterView], idle_since: dict[str, float], now: float
     return out
 
 
+RELEASE = re.compile(r"emr-(\d+)\.(\d+)\.(\d+)")
+STEP_CONCURRENCY_SINCE = (5, 28, 0)
+"""The first release that runs more than one step at a time (StepConcurrencyLevel > 1)."""
+AUTO_TERMINATION_SINCE = ((5, 30, 0), (6, 1, 0))
+"""AutoTerminationPolicy: 5.30.0 and later in 5.x, 6.1.0 and later from 6.x (EMR Management
+Guide, "Using an auto-termination policy")."""
+
+
+def check_settings(s: EmrSettings) -> None:
+    """ConfigError, naming the field, for a setting RunJobFlow could not carry as given: the
+    pool's clusters get exactly what the user configured, or the agent refuses to start."""
+    match = RELEASE.fullmatch(s.release_label)
+    if match is None:
+        raise ConfigError(f"emr release_label {s.release_label!r}: give an EMR release label "
+                          "like emr-7.5.0")
+    version = tuple(int(g) for g in match.groups())
+    if s.step_concurrency > 1 and version < STEP_CONCURRENCY_SINCE:
+        raise ConfigError(f"emr step_concurrency {s.step_concurrency}: release_label "
+                          f"{s.release_label} runs one step at a time (5.28.0 and later run "
+                          "more)")
+    since = AUTO_TERMINATION_SINCE[0] if version[0] < 6 else AUTO_TERMINATION_SINCE[1]
+    if version < since:
+        raise ConfigError(f"emr release_label {s.release_label}: it has no AutoTerminationPolicy"
+                          " (auto_termination_s, the backstop while Bridgehead is down); use "
+                          "5.30.0+ or 6.1.0+")
+    if s.idle_timeout_s > s.auto_termination_s:
+        raise ConfigError(f"emr idle_timeout_s ({s.idle_timeout_s:g}) is above "
+                          f"auto_termination_s ({s.auto_termination_s}): EMR would terminate "
+                          "an idle cluster before Bridgehead's idle timeout")
+    if s.instance_fleets and "instance_groups" in s.model_fields_set:
+        raise ConfigError("emr instance_groups and instance_fleets: a cluster has one or the "
+                          "other; give only one")
+    chosen = "instance_fleets" if s.instance_fleets else "instance_groups"
+    masters = [g for g in getattr(s, chosen)
+               if g.get("InstanceFleetType" if s.instance_fleets else "InstanceRole") == "MASTER"]
+    if len(masters) != 1:
+        raise ConfigError(f"emr {chosen}: give exactly one MASTER (found {len(masters)})")
+    reserved = sorted({POOL_TAG, GENERATION_TAG} & set(s.tags))
+    if reserved:
+        raise ConfigError(f"emr tags: {', '.join(reserved)} is Bridgehead's own (the pool's "
+                          "clusters are found by it)")
+
+
 def run_job_flow_request(settings: EmrSettings, pool: str, generation: int) -> dict[str, Any]:
     """RunJobFlow's request for cluster ``bh-<pool>-g<generation>``: kept alive between steps
     (the pool retires it), EMR's auto-termination as the backstop, tagged with its pool and
-    generation (how it is found again after a crash)."""
+    generation (how it is found again after a crash). Everything the user configured goes as
+    given (:func:`check_settings` refuses, naming the field, what cannot)."""
     s = settings
+    check_settings(s)
     instances: dict[str, Any] = {"KeepJobFlowAliveWhenNoSteps": True,
                                  "TerminationProtected": False}
     if s.instance_fleets:
         instances["InstanceFleets"] = s.instance_fleets
+        if s.subnet_id:  # fleets take a list (JobFlowInstancesConfig.Ec2SubnetIds)
+            instances["Ec2SubnetIds"] = [s.subnet_id]
     else:
         instances["InstanceGroups"] = s.instance_groups
-    if s.subnet_id:
-        instances["Ec2SubnetId"] = s.subnet_id
+        if s.subnet_id:
+            instances["Ec2SubnetId"] = s.subnet_id
     tags = {**s.tags, POOL_TAG: pool, GENERATION_TAG: str(generation)}
     request: dict[str, Any] = {
         "Name": f"bh-{pool}-g{generation}", "ReleaseLabel": s.release_label,

@@ -79,18 +79,37 @@ def runtime_s(step: dict[str, Any], now: datetime | None = None) -> float | None
     return max(0.0, (end - start).total_seconds())
 
 
-def estimated_usage(step: dict[str, Any], cores: int, others_work: float,
-                    instance_hours: float) -> Usage | None:
-    """The step's runtime x cores, and its share of its cluster's normalized instance hours
-    so far: its work over all the work the cluster did (``others_work``: the runtime x cores
-    of the other steps, ended or running)."""
-    runtime = runtime_s(step)
-    if runtime is None:
-        return None
-    work = runtime * cores
-    share = work / (work + others_work) if work + others_work > 0 else 0.0
-    return Usage(elapsed_s=runtime, cores=cores, nodes=1, estimated=True,
-                 instance_hours=round(instance_hours * share, 6))
+def apportion(ended: list[tuple[dict[str, Any], int]], running_work: float,
+              unclaimed_hours: float) -> list[Usage | None]:
+    """The estimated usage of the steps that ended together (one poll cycle), each given with
+    its cores: its runtime x cores, and its share of the cluster's normalized instance hours
+    that no earlier step was charged (``unclaimed_hours``: the cluster's hours now less what
+    earlier ends took), in proportion to its work (runtime x cores) among the work of every
+    step not yet charged: these and the steps still running (``running_work``: their
+    runtime x cores so far; they take their part when they end).
+
+    The rule: a step is charged at its end from the hours the cluster had accrued by then,
+    never for hours after it ended; hours reserved for a running step stay unclaimed until it
+    ends, when it takes them with the hours accrued since (so it misses none it used). When
+    the cluster's last running step ends, the shares sum to the cluster's hours at that
+    moment. Hours accrued while none of them ran (boot, idle between steps) go to the steps
+    that end next; hours after the last step ended go to no step. A step that never started
+    gets None."""
+    works = []
+    for step, cores in ended:
+        runtime = runtime_s(step)
+        works.append(None if runtime is None else (runtime, runtime * cores))
+    total = running_work + sum(w[1] for w in works if w is not None)
+    out: list[Usage | None] = []
+    for (_, cores), work in zip(ended, works, strict=True):
+        if work is None:
+            out.append(None)
+            continue
+        runtime, core_s = work
+        share = core_s / total if total > 0 else 0.0
+        out.append(Usage(elapsed_s=runtime, cores=cores, nodes=1, estimated=True,
+                         instance_hours=round(max(0.0, unclaimed_hours) * share, 6)))
+    return out
 
 
 def native_status(entry: dict[str, Any], step: dict[str, Any] | None, *,

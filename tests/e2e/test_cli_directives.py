@@ -40,3 +40,21 @@ def test_a_refused_directive_is_exit_2_naming_its_line(up: tuple[Path, Proc],
     assert refused.returncode == 2, refused
     [line] = refused.stderr.strip().splitlines()
     assert "script line 3: #SBATCH --export=NONE: not allowed" in line, line
+
+
+def test_an_option_typed_at_its_default_value_still_wins(up: tuple[Path, Proc],
+                                                          tmp_path: Path) -> None:
+    """``--cores 1 --nodes 1`` typed beat ``#SBATCH -c 2 -N 2``; left out, the directive
+    gives the value."""
+    home, _ = up
+    job_sh = tmp_path / "job.sh"
+    job_sh.write_text("#!/bin/sh\n#SBATCH -c 2 -N 2\ntrue\n")
+    typed = bh(home, "submit", "--json", "--script", str(job_sh), "--cores", "1",
+               "--nodes", "1")
+    assert typed.returncode == 0, typed.stderr
+    resources = json.loads(typed.stdout)["spec"]["resources"]
+    assert (resources["cores"], resources["nodes"]) == (1, 1)
+    job_sh.write_text("#!/bin/sh\n#SBATCH -c 2\ntrue\n")
+    left_out = bh(home, "submit", "--json", "--script", str(job_sh))
+    assert left_out.returncode == 0, left_out.stderr
+    assert json.loads(left_out.stdout)["spec"]["resources"]["cores"] == 2

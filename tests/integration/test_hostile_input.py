@@ -6,17 +6,23 @@ a claim, an adoption or the event log for anyone else."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message
 
 from bridgehead.config import ServerSettings
+from bridgehead.domain.clusters import Role
 from bridgehead.domain.events import Event
 from bridgehead.domain.jobs import JobSpec
+from bridgehead.domain.runs import Run, new_run_id
 from bridgehead.server.app import create_app
-from tests.integration.test_api import Api, api  # noqa: F401 - the fixture
+from tests.integration.test_api import Api, api, bearer  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -42,6 +48,25 @@ async def test_unstorable_text_is_refused_naming_the_field(bh: Api, body: str,
     assert r.status_code == 400, r.text
     assert where in r.json()["detail"], r.json()
     assert (await bh.http.get("/v1/jobs", headers=bh.admin)).json()["jobs"] == []
+
+
+@pytest.mark.parametrize("path, body, where", [
+    ("/v1/jobs", '{"cluster": "c1", "command": ["x"], "name": "a\\u0000b"}', "name"),
+    ("/v1/jobs", '{"cluster": "c1", "command": ["x"], "labels": {"k\\u0000": "v"}}', "labels"),
+    ("/v1/jobs", '{"cluster": "c1", "command": ["x"], "labels": {"k": "v\\u0000"}}', "labels.k"),
+    ("/v1/events", '{"type": "x.y", "subject": "s", "data": {"p": ["\\u0000"]}}', "data.p[0]"),
+    ("/v1/events", '{"type": "x.y", "subject": "s", "data": {"\\u0000": 1}}', "data"),
+])
+async def test_nul_is_refused_naming_the_field(bh: Api, path: str, body: str,
+                                               where: str) -> None:
+    r = await bh.http.post(path, headers={**bh.client, "content-type": "application/json"},
+                           content=raw(body))
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert where in detail and "NUL" in detail, detail
+    assert (await bh.http.get("/v1/jobs", headers=bh.admin)).json()["jobs"] == []
+    assert [e for e in (await bh.http.get("/v1/events", headers=bh.admin)).json()["events"]
+            if e["type"] == "x.y"] == []
 
 
 async def test_a_surrogate_pair_is_text_and_round_trips(bh: Api) -> None:
@@ -81,6 +106,12 @@ async def test_rows_stored_before_the_checks_never_break_reads(bh: Api) -> None:
     assert ids == [bad_job.id, good_job.id]
     one = await bh.http.get(f"/v1/jobs/{bad_job.id}", headers=bh.admin)
     assert one.status_code == 200 and one.json()["spec"]["command"][1] == "\ufffd"
+    _, secret = await bh.store.create_token(name="tenA", role=Role.CLIENT, cluster=None,
+                                            tenant="tenA")
+    mine = await bh.http.get("/v1/jobs", headers=bearer(secret))  # the bad job's own tenant
+    assert mine.status_code == 200, mine.text
+    [shown] = mine.json()["jobs"]
+    assert shown["id"] == bad_job.id and shown["spec"]["labels"] == {"k": "\ufffd"}
     claimed = await bh.http.post("/v1/agent/claim", headers=bh.agent_c1, json={
         "cluster": "c1", "agent_id": "a1", "max_jobs": 10})
     assert claimed.status_code == 200, claimed.text
@@ -88,10 +119,113 @@ async def test_rows_stored_before_the_checks_never_break_reads(bh: Api) -> None:
     adopted = await bh.http.post("/v1/agent/adopt", headers=bh.agent_c1,
                                  json={"cluster": "c1", "agent_id": "a1"})
     assert adopted.status_code == 200, adopted.text
+    again = {j["id"]: j for j in adopted.json()["jobs"]}
+    assert set(again) == {bad_job.id, good_job.id}  # an agent restart takes both back
+    assert again[bad_job.id]["spec"]["command"] == ["/bin/echo", "\ufffd"]
     events = await bh.http.get("/v1/events", headers=bh.admin)
     assert events.status_code == 200, events.text
     [logged] = [e for e in events.json()["events"] if e["type"] == "x.y"]
     assert logged["data"] == {"t": "\ufffd"}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth):
+        data = {"a": data}
+    return data
+
+
+async def test_stored_deep_and_surrogate_events_never_break_the_event_log(bh: Api) -> None:
+    """A 900-deep event and one holding unpaired surrogates, stored before the checks, are
+    read back (cut, and with U+FFFD) through ``GET /v1/events`` and the SSE stream; the
+    events around them are intact."""
+    await bh.store.append_events([
+        Event(type="x.before", subject="s", data={"n": 1}),
+        Event(type="x.deep", subject="s", data=nested(900)),
+        Event(type="x.bad", subject="s", data={"t\udfff": ["\ud800"]}),
+        Event(type="x.after", subject="s", data={"n": 2})])
+    r = await bh.http.get("/v1/events", headers=bh.admin)
+    assert r.status_code == 200, r.text
+    _read_back(r.json()["events"])
+    app = create_app(ServerSettings.load(store="sqlite:///unused.db"), bh.store)
+    sent = await sse_until(app, bh.admin, "x.after")
+    _read_back([json.loads(line[6:]) for line in sent.splitlines()
+                if line.startswith("data: ")])
+
+
+def _read_back(events: list[dict[str, Any]]) -> None:
+    assert [e["type"] for e in events] == ["x.before", "x.deep", "x.bad", "x.after"]
+    before, deep, bad, after = (e["data"] for e in events)
+    assert (before, after) == ({"n": 1}, {"n": 2})
+    depth = 0
+    while isinstance(deep, dict) and "a" in deep:
+        deep, depth = deep["a"], depth + 1
+    assert depth > 32 and deep in ({"leaf": 1}, "…")  # served: whole or cut, never a 500
+    assert bad == {"t\ufffd": ["\ufffd"]}
+
+
+async def sse_until(app: ASGIApp, headers: dict[str, str], last_type: str) -> str:
+    """What ``GET /v1/events/stream`` sends until an event of ``last_type`` (the answer never
+    ends by itself, so it is read straight from the app, which is then cancelled)."""
+    sent: list[bytes] = []
+    done = asyncio.Event()
+    status: list[int] = []
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()  # the client never leaves: the task is cancelled
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body":
+            sent.append(message.get("body", b""))
+            if f"event: {last_type}\n".encode() in b"".join(sent):
+                done.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/v1/events/stream",
+             "raw_path": b"/v1/events/stream", "root_path": "", "query_string": b"",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+             "client": ("127.0.0.1", 1), "server": ("bh", 80)}
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert status == [200]
+    return b"".join(sent).decode()
+
+
+async def test_rows_stored_before_the_checks_never_break_a_page(bh: Api) -> None:
+    """The web UI shows a job, a run and an event holding unpaired surrogates (stored before
+    the checks) with U+FFFD, and the other rows as they are."""
+    [bad_job, good_job] = [r.job for r in await bh.store.submit([
+        JobSpec(cluster="c1", name="n\udfff", command=("/bin/echo", "\ud800"),
+                labels={"k": "v\udfff"}),
+        JobSpec(cluster="c1", name="fine-job", command=("/bin/echo", "fine"))])]
+    flow = "name: flow\nparams: {who: x}\ndefaults: {cluster: c1}\nsteps:\n  - id: a\n" \
+           "    command: [echo, a]\n"
+    run, _ = await bh.store.create_run(Run(
+        id=new_run_id(), workflow="flow", spec_text=flow, filename="flow.yaml",
+        params={"who": "\udfff", "deep": nested(900)}), [])
+    await bh.store.append_events([Event(type="x.bad", subject="s", data={"t": "\ud800"}),
+                                  Event(type="x.fine", subject="fine-event")])
+    admin = bh.admin["Authorization"].removeprefix("Bearer ")
+    r = await bh.http.post("/ui/login", data={"token": admin}, headers={"Origin": "http://bh"})
+    assert r.status_code == 303, r.text
+    for path, shown in (("/ui/jobs", ("n\ufffd", "fine-job", good_job.id)),
+                        (f"/ui/jobs/{bad_job.id}", ("n\ufffd", "v\ufffd")),
+                        (f"/ui/jobs/{good_job.id}", ("fine-job",)),
+                        ("/ui/runs", (run.id,)),
+                        (f"/ui/runs/{run.id}", ("who: \ufffd", "deep:")),
+                        ("/ui/events", ("x.bad", "fine-event")),
+                        ("/ui", ())):
+        page = await bh.http.get(path)
+        assert page.status_code == 200, (path, page.text[-2000:])
+        for text in shown:
+            assert text in page.text, (path, text)
 
 
 @pytest.mark.parametrize("method, path, body", [

@@ -231,10 +231,12 @@ def slurm_event(args: tuple[str, ...]) -> None:
 @click.option("--cluster-label", "cluster_labels", multiple=True,
               help="KEY=VALUE, repeatable: route to a cluster whose agents have these labels.")
 @click.option("--name")
-@click.option("--cores", type=int, default=1, show_default=True)
-@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--cores", type=int, help="Total cores (default: the script's #SBATCH "
+              "directives, else 1). Given, it wins over a directive, as on sbatch's command "
+              "line.")
+@click.option("--nodes", type=int, help="Nodes (default: the script's directives, else 1).")
 @click.option("--memory", help="e.g. 512M, 4G")
-@click.option("--gpus", type=int, default=0)
+@click.option("--gpus", type=int, help="GPUs (default: the script's directives, else 0).")
 @click.option("--walltime", help="e.g. 90, 30m, 2h, HH:MM:SS")
 @click.option("--partition")
 @click.option("--account")
@@ -258,7 +260,8 @@ def slurm_event(args: tuple[str, ...]) -> None:
 @spark_options
 def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | None,
            cluster_labels: tuple[str, ...], name: str | None,
-           cores: int, nodes: int, memory: str | None, gpus: int, walltime: str | None,
+           cores: int | None, nodes: int | None, memory: str | None, gpus: int | None,
+           walltime: str | None,
            partition: str | None, account: str | None, max_cores: int | None,
            max_nodes: int | None, env: tuple[str, ...],
            labels: tuple[str, ...], workdir: str | None, options: tuple[str, ...],
@@ -268,10 +271,12 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
     """Submit a job: ``bridgehead submit -- CMD ARGS...`` or ``--script FILE [-- ARGS...]``
     (the script's arguments, as in ``sbatch FILE ARGS...``), or a Spark application:
     ``--spark-app app.py [--conf spark.x=y --executors N ...] [-- ARGS...]``. A script's
-    #SBATCH directives give what these options leave at their defaults."""
+    #SBATCH directives give what these options leave out; what they give wins, even a value
+    equal to the default (``--cores 1``), as on sbatch's command line."""
     app = spark_app(command, spark)
     if app is not None:
-        _refuse_beside_spark(script_file=script_file, cores=cores != 1, nodes=nodes != 1,
+        _refuse_beside_spark(script_file=script_file, cores=cores is not None,
+                             nodes=nodes is not None,
                              memory=memory, array=array)
         command = ()
     elif not (command or script_file):
@@ -285,7 +290,9 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
         env=parse_pairs(env, "--env"), labels=parse_pairs(labels, "--label"),
         working_dir=workdir, scheduler_options=options, idempotency_key=idempotency_key,
         array=array, spark=app,
-        resources=Resources(cores=cores, nodes=nodes, gpus=gpus, partition=partition,
+        resources=Resources(cores=1 if cores is None else cores,
+                            nodes=1 if nodes is None else nodes,
+                            gpus=0 if gpus is None else gpus, partition=partition,
                             account=account, max_cores=max_cores, max_nodes=max_nodes,
                             memory_mb=parse_memory(memory) if memory else None,
                             walltime_s=parse_walltime(walltime) if walltime else None),
@@ -293,7 +300,8 @@ def submit(command: tuple[str, ...], script_file: Path | None, cluster: str | No
     with _client() as bh:
         if workdir is None and spec.cluster and app is None and not _chdir_directive(script):
             spec = replace(spec, working_dir=default_workdir(bh.clusters(), spec.cluster))
-        job = bh.submit(spec)
+        job = bh.submit(spec, explicit=[option for option, value in (
+            ("cores", cores), ("nodes", nodes), ("gpus", gpus)) if value is not None])
         if follow:
             _show_logs(job.id, STREAMS, follow=True)
         if wait_ or follow:

@@ -3,6 +3,10 @@
 Every page is complete HTML from the server, so it reads with JavaScript off; ``ui.js`` only
 adds live updates. Pages carry no inline script or style (the CSP forbids both): what the
 script needs is in ``data-`` attributes.
+
+No stored row may break a page: text that cannot be encoded (an unpaired surrogate in a row
+stored before the edge checked text) is shown as U+FFFD and data nested too deep for YAML is
+cut, as the API's ``guard.plain`` does for JSON; the rest of the page is unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bridgehead.domain.jobs import JobState
+from bridgehead.server.guard import plain
 
 FAILED_STATES = (JobState.FAILED, JobState.TIMED_OUT, JobState.LOST)
 
@@ -51,7 +56,10 @@ def duration(seconds: float | None) -> str:
 
 
 def as_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    """JSON-shaped ``data`` (a spec, params, a rule) as YAML, cleaned by ``plain`` first: an
+    unpaired surrogate shows as U+FFFD (YAML would escape it as ``\\uDFFF``), and data nested
+    deeper than the dumper can recurse (a row stored before the checks) is cut."""
+    return yaml.safe_dump(plain(data), sort_keys=False, allow_unicode=True, width=100)
 
 
 def _env() -> Environment:
@@ -71,4 +79,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     context.setdefault("csrf", session.csrf if session else "")
     context.setdefault("path", request.url.path)
     html = ENV.get_template(name).render(request=request, **context)
-    return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    try:
+        return HTMLResponse(html, status, headers=headers)  # encodes the page as UTF-8
+    except UnicodeEncodeError:  # an unpaired surrogate: U+FFFD instead, as the API shows it
+        return HTMLResponse(plain(html), status, headers=headers)

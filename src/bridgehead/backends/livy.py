@@ -37,8 +37,9 @@ killed                                 CANCELLED if this backend cancelled it, e
 With YARN, YARN decides the end: FINISHED+SUCCEEDED is success, FINISHED+FAILED or FAILED is
 failed, KILLED as Livy's killed; while Livy says ended and YARN does not (state and
 finalStatus disagree for a while) the job stays RUNNING, settling. Usage comes from YARN:
-``vcoreSeconds`` exactly as core-seconds (``memorySeconds`` has no field in :class:`Usage`
-yet). Without YARN there is no usage.
+``vcoreSeconds`` exactly as core-seconds (``memorySeconds``, YARN's allocated MB-seconds, is
+not carried: :class:`Usage`'s ``max_rss_mb`` is a peak resident size, not an allocation; see
+:meth:`bridgehead.backends.livy_yarn.YarnRM.usage`). Without YARN there is no usage.
 
 A batch missing from the listing (dropped after ``livy.server.session.state-retain.sec``, or
 Livy restarted): with YARN, the app found by our tag decides; else one last seen ``success``

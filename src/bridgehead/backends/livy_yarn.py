@@ -1,7 +1,8 @@
 """The YARN ResourceManager behind a Livy server, as the ``livy`` backend asks it: apps by our
 tags in one query, a kill, and exact usage (Hadoop's ResourceManagerRest.md, "Cluster
 Applications API": ``applicationTags`` matches ANY of a comma-separated list; each app has
-``state``, ``finalStatus``, ``diagnostics``, ``vcoreSeconds``, ``memorySeconds``)."""
+``state``, ``finalStatus``, ``diagnostics``, ``vcoreSeconds``, ``memorySeconds``). Usage is
+``vcoreSeconds`` only: why ``memorySeconds`` is not carried is in :meth:`YarnRM.usage`."""
 
 from __future__ import annotations
 
@@ -54,8 +55,16 @@ class YarnRM:
     @staticmethod
     def usage(app: dict[str, Any]) -> Usage | None:
         """``vcoreSeconds`` exactly, as core-seconds: cores = its average over the app's
-        ``elapsedTime`` (at least 1), elapsed = vcoreSeconds / cores. ``memorySeconds`` has no
-        field in :class:`Usage` yet."""
+        ``elapsedTime`` (at least 1), elapsed = vcoreSeconds / cores.
+
+        ``memorySeconds`` is not carried. It is what YARN ALLOCATED to all the app's
+        containers together ("The amount of memory the application has allocated
+        (megabyte-seconds)", ResourceManagerRest.md), not what its processes used, and
+        :class:`Usage`'s only memory field, ``max_rss_mb``, is the PEAK RESIDENT memory of one
+        task (Slurm's MaxRSS; the UI shows it as "Peak memory"): memorySeconds / elapsedTime
+        is an average allocation summed over containers, neither a peak nor resident.
+        Putting it there would misstate what the job used; and Usage is stored and priced,
+        so it is not widened here either: a field for allocated MB-seconds would carry it."""
         vcore_s = float(app.get("vcoreSeconds") or 0)
         if vcore_s <= 0:
             return None

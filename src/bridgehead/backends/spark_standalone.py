@@ -87,6 +87,42 @@ STATES: dict[str, JobState | None] = {
 """Spark's ``DriverState`` (core/src/main/scala/org/apache/spark/deploy/master/DriverState.scala)
 -> Bridgehead's. None: not decided yet (left out of the poll's answer)."""
 
+
+def driver_status(driver: dict[str, Any], *, usage: Usage | None = None,
+                  exit_code: int | None = None,
+                  exception: str | None = None) -> NativeStatus | None:
+    """One driver as the master's ``/json/`` lists it (``activedrivers``/``completeddrivers``:
+    ``{id, starttime, state, cores, memory, submitdate, worker, mainclass}``), through
+    :data:`STATES`, with what the poll read besides for an ended one: its ``usage``, a FAILED
+    one's ``exit_code`` (from its stderr; None: unknown) and an ERROR one's ``exception`` (the
+    ``status/<id>`` message). None: not decided (UNKNOWN, or a state this table lacks)."""
+    native = str(driver.get("state"))
+    state = STATES.get(native)
+    if state is None:
+        return None
+    if state in (JobState.SUBMITTED, JobState.RUNNING):
+        return NativeStatus(state=state)
+    if native == "FINISHED":
+        return NativeStatus(state=state, exit_code=0, usage=usage)
+    if native == "FAILED":
+        why = ("the driver exited non-zero" if exit_code is not None else "the driver exited "
+               "non-zero (Spark's REST API gives no exit code and its stderr is unreadable)")
+        return NativeStatus(state=state, exit_code=exit_code, reason=why, usage=usage)
+    if native == "KILLED":
+        return NativeStatus(state=state, reason="killed on the Spark master", usage=usage)
+    if native == "ERROR":
+        if exception:  # "Exception from the cluster:\n<exception>\n<stack>"
+            lines = [line for line in exception.splitlines()[:2] if line.strip()]
+            return NativeStatus(state=JobState.FAILED, usage=usage,
+                                reason="Spark could not run the driver: "
+                                       + " ".join(lines)[:2000])
+        return NativeStatus(state=JobState.LOST, usage=usage, infrastructure=True,
+                            reason="Spark driver ERROR without an exception: its worker "
+                                   "was lost")
+    return NativeStatus(state=state, usage=usage, infrastructure=True,
+                        reason=f"Spark driver {native}: its worker was lost")
+
+
 _EXIT = re.compile(rb"User application exited with (\d+)")
 _LOG_HEADER = re.compile(rb"==== Bytes (\d+)-(\d+) of (\d+) of [^\n]* ====\n")
 _FENCE_DIR = "spark-fence"
@@ -217,34 +253,18 @@ class SparkStandaloneBackend:
 
     async def _status(self, nid: str, driver: dict[str, Any],
                       apps: dict[Any, dict[str, Any]]) -> NativeStatus | None:
+        """:func:`driver_status`, with what it needs read first: an ended driver's usage, a
+        FAILED one's exit code (its stderr), an ERROR one's exception (``status/<id>``)."""
         native = str(driver.get("state"))
-        state = STATES.get(native)
-        if state is None:
-            return None
-        if state in (JobState.SUBMITTED, JobState.RUNNING):
-            return NativeStatus(state=state)
+        if STATES.get(native) in (None, JobState.SUBMITTED, JobState.RUNNING):
+            return driver_status(driver)
         usage = self._usage(nid, driver, apps)
-        if native == "FINISHED":
-            return NativeStatus(state=state, exit_code=0, usage=usage)
-        if native == "FAILED":
-            code = await self._exit_code(nid)
-            why = ("the driver exited non-zero" if code is not None else "the driver exited "
-                   "non-zero (Spark's REST API gives no exit code and its stderr is unreadable)")
-            return NativeStatus(state=state, exit_code=code, reason=why, usage=usage)
-        if native == "KILLED":
-            return NativeStatus(state=state, reason="killed on the Spark master", usage=usage)
+        code = await self._exit_code(nid) if native == "FAILED" else None
+        exception = None
         if native == "ERROR":
             message = (await self._call("GET", f"/v1/submissions/status/{nid}")).get("message")
-            if message:  # "Exception from the cluster:\n<exception>\n<stack>"
-                lines = [line for line in str(message).splitlines()[:2] if line.strip()]
-                return NativeStatus(state=JobState.FAILED, usage=usage,
-                                    reason="Spark could not run the driver: "
-                                           + " ".join(lines)[:2000])
-            return NativeStatus(state=JobState.LOST, usage=usage, infrastructure=True,
-                                reason="Spark driver ERROR without an exception: its worker "
-                                       "was lost")
-        return NativeStatus(state=state, usage=usage, infrastructure=True,
-                            reason=f"Spark driver {native}: its worker was lost")
+            exception = str(message) if message else None
+        return driver_status(driver, usage=usage, exit_code=code, exception=exception)
 
     def _usage(self, nid: str, driver: dict[str, Any],
                apps: dict[Any, dict[str, Any]]) -> Usage | None:

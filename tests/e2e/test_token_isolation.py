@@ -4,7 +4,9 @@ A job looks for the token everywhere a process of the same user can: its own env
 environment of its supervisor (``/proc/$PPID/environ``) and the command lines and environments
 of all its ancestors. The agent reads its token from a mode-600 file (a looser one is refused,
 as ssh refuses a private key). With ``run_as`` the job runs as another user, who can read
-neither the agent's state dir nor its token file."""
+neither the agent's state dir nor its token file. However the agent is told its token file
+(the flag, ``token_file`` in config.toml, ``BRIDGEHEAD_TOKEN_FILE``), the token is in no
+process's command line or environment."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import pytest
 from bridgehead.client import Client
 from bridgehead.domain.jobs import Job, JobSpec, JobState
 from tests.conftest import IN_CI
-from tests.procs import env_for, stack, start_up
+from tests.procs import Proc, Stack, env_for, stack, start_up
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +112,63 @@ def test_a_token_given_by_environment_is_scrubbed_before_jobs_start(home: Path) 
         assert "visible to every process of this user" in agent.output()
 
 
+@pytest.mark.parametrize("given_by", ["config.toml", "BRIDGEHEAD_TOKEN_FILE"])
+def test_a_token_file_from_config_or_environment_stays_out_of_every_argv_and_environment(
+    home: Path, given_by: str
+) -> None:
+    """``token_file`` in ``[agent]`` of config.toml, or ``BRIDGEHEAD_TOKEN_FILE``: the agent
+    works (its job runs) and the token is in no process's command line or environment, as
+    the job sees them and as root sees every process on the host."""
+    with stack(home, agent=False) as s, Client(s.server.url, s.admin) as bh:
+        agent = agent_by_token_file(s, given_by)
+        try:
+            _, found = snoop(bh)
+            assert places_holding(found, s.agent_token) == []
+            assert agent.popen is not None and str(agent.popen.pid) in found["seen"]  # ancestor
+            assert everywhere_holding(s.agent_token) == []
+            state_dir = str(s.home / "agent-by-setting")  # the scan reads the agent's argv
+            assert f"cmdline of pid {agent.popen.pid}" in everywhere_holding(state_dir)
+            assert "visible to every process" not in agent.output()
+        finally:
+            agent.kill()
+
+
+def agent_by_token_file(s: Stack, given_by: str) -> Proc:
+    """A local agent told its mode-600 token file only by config.toml or the environment
+    (no --token-file, no --token, no BRIDGEHEAD_TOKEN)."""
+    token = s.home / "by-setting.token"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(s.agent_token + "\n")
+    env: dict[str, str] = {}
+    if given_by == "config.toml":
+        (s.home / "config.toml").write_text(f"[agent]\ntoken_file = {json.dumps(str(token))}\n")
+    else:
+        env["BRIDGEHEAD_TOKEN_FILE"] = str(token)
+    agent = Proc(["agent", "--cluster", "local", "--server", s.server.url, "--state-dir",
+                  str(s.home / "agent-by-setting"), "--slots", "2", "--poll-interval", "0.2"],
+                 s.home / "agent-by-setting.log", env_for(s.home, **env)).start()
+    assert all(s.agent_token not in part for part in [*agent.args, *agent.env.values()])
+    return agent
+
+
+def everywhere_holding(token: str) -> list[str]:
+    """The processes on this host whose command line or environment holds ``token`` (all of
+    them are readable to root; others' are skipped)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        for what in ("cmdline", "environ"):
+            try:
+                text = (proc / what).read_bytes()
+            except OSError:  # gone, or not ours to read
+                continue
+            if token.encode() in text:
+                found.append(f"{what} of pid {proc.name}")
+    return found
+
+
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 def test_a_token_file_others_may_read_is_refused(home: Path, mode: int) -> None:
     token = home / "agent.token"
@@ -182,6 +241,30 @@ def test_run_as_runs_jobs_as_that_user_away_from_the_agents_files(
                           until="terminal", timeout=60)
         assert private.state is JobState.FAILED
         assert f"user {RUN_AS!r} cannot enter the working dir" in (private.reason or "")
+
+
+def test_the_agent_wide_run_as_runs_every_tenants_jobs_as_that_user(
+    home: Path, job_user: pwd.struct_passwd
+) -> None:
+    """``run_as`` (not per tenant): the jobs of every tenant run as that user, who cannot
+    read the agent's state dir or token file; a tenant of ``run_as_tenants`` still wins."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    with stack(home, BRIDGEHEAD_RUN_AS=RUN_AS,
+               BRIDGEHEAD_RUN_AS_TENANTS=json.dumps({"own": me})) as s, \
+            Client(s.server.url, s.admin) as bh:
+        agent = s.agents[0]
+        private = (agent.state_dir, agent.token_file)
+        for tenant in ("default", "lab"):
+            _, found = snoop(bh, *private, tenant=tenant)
+            assert found["uid"] == job_user.pw_uid, tenant
+            assert found["reads"] == {str(p): None for p in private}, tenant
+            assert places_holding(found, s.agent_token) == []
+        _, own = snoop(bh, tenant="own")
+        assert own["uid"] == os.getuid()
+        script = bh.wait(bh.submit(JobSpec(cluster="local", script="#!/bin/sh\nid -u\n")).id,
+                         until="terminal", timeout=60)
+        assert script.state is JobState.SUCCEEDED
+        assert bh.read_logs(script.id)[0] == f"{job_user.pw_uid}\n".encode()
 
 
 def test_run_as_needs_a_user_that_exists_and_a_slurm_agent_refuses_it(home: Path) -> None:

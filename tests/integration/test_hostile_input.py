@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -226,6 +227,43 @@ async def test_rows_stored_before_the_checks_never_break_a_page(bh: Api) -> None
         assert page.status_code == 200, (path, page.text[-2000:])
         for text in shown:
             assert text in page.text, (path, text)
+
+
+async def test_a_stored_label_never_breaks_the_costs(bh: Api) -> None:
+    """Costs roll up by labels (a workflow's name, a dag_id): one holding an unpaired surrogate
+    (stored before the checks) shows as U+FFFD in ``GET /v1/costs``, the costs page and its
+    CSV, beside the other rows."""
+    app = create_app(ServerSettings.load(store="sqlite:///unused.db",
+                                         prices={"c1": {"core_hour": 1.0}}), bh.store)
+    jobs = [r.job for r in await bh.store.submit([
+        JobSpec(cluster="c1", command=("x",), labels={"workflow": f"w{i}"}) for i in "\udfff1"])]
+    admin = bh.admin["Authorization"].removeprefix("Bearer ")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://bh") as http:
+        claimed = await http.post("/v1/agent/claim", headers=bh.agent_c1, json={
+            "cluster": "c1", "agent_id": "a1", "max_jobs": 10})
+        assert len(claimed.json()["jobs"]) == 2, claimed.text
+        for job in jobs:
+            await _play_to_success(http, bh, job.id)
+        r = await http.get("/v1/costs", headers=bh.admin, params={"by": "workflow"})
+        assert r.status_code == 200, r.text
+        assert sorted(row["group"] for row in r.json()["rows"]) == ["w1", "w\ufffd"]
+        r = await http.post("/ui/login", data={"token": admin}, headers={"Origin": "http://bh"})
+        assert r.status_code == 303, r.text
+        for path in ("/ui/costs?by=workflow", "/ui/costs.csv?by=workflow"):
+            page = await http.get(path)
+            assert page.status_code == 200, (path, page.text[-2000:])
+            assert "w\ufffd" in page.text and "w1" in page.text, path
+
+
+async def _play_to_success(http: httpx.AsyncClient, bh: Api, job_id: str) -> None:
+    end = time.time()
+    for t in ({"state": "submitting"}, {"state": "submitted", "native_id": "n"},
+              {"state": "running", "at": end - 3600},
+              {"state": "succeeded", "at": end, "exit_code": 0}):
+        r = await http.post("/v1/agent/report", headers=bh.agent_c1, json={
+            "cluster": "c1", "agent_id": "a1", "transitions": [{"job_id": job_id, **t}]})
+        assert r.status_code == 200 and r.json()["applied"] == [True], r.text
 
 
 @pytest.mark.parametrize("method, path, body", [

@@ -16,6 +16,7 @@ from bridgehead.domain.pools import Pool
 from bridgehead.errors import InvalidSpec
 from bridgehead.server.auth import ClientOrAdmin
 from bridgehead.server.deps import store_of
+from bridgehead.server.guard import plain
 from bridgehead.store.pools_sql import PoolStore
 
 router = APIRouter(prefix="/v1", tags=["costs"])
@@ -87,7 +88,8 @@ async def costs(
         by=by, bucket=bucket, since=_ts(start), until=_ts(end), pools=pools,
         idle=sum(p.idle for p in pools),
         total=sum(r.cost for r in rows), waste=sum(r.waste for r in rows), unpriced=unpriced,
-        rows=[CostRowOut(group=r.group, bucket=_ts(r.bucket) if r.bucket is not None else None,
+        rows=[CostRowOut(group=plain(r.group),  # a label: a row stored before the checks
+                         bucket=_ts(r.bucket) if r.bucket is not None else None,
                          cost=r.cost, waste=r.waste, attempts=r.attempts,
                          core_hours=r.core_hours) for r in rows])
 

@@ -1,7 +1,8 @@
 """A user's own #SBATCH script through a real server and agent on the real alpha cluster
 (Slurm 22.05, sbatch): it runs with exactly the resources, name and log path its directives
 ask (Slurm's own accounting says so), explicit submit values win, caps clamp directives, a
-refused directive names its line, and the script gets its arguments."""
+refused directive names its line, and the script gets its arguments. A log path naming the
+node (%N) is collected from the file Slurm wrote, on alpha (slurm_cli) and beta (slurm_rest)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,25 @@ def test_a_refused_directive_names_its_line(alpha: tuple[Stack, Client, Path]) -
     with pytest.raises(Exception, match="script line 3: #SBATCH --comment=x: not allowed"):
         bh.submit(JobSpec(cluster="alpha",
                           script="#!/bin/sh\n#SBATCH -n 1\n#SBATCH --comment=x\ntrue\n"))
+
+
+@pytest.mark.parametrize("cluster", ["alpha", "beta"])  # slurm_cli, slurm_rest
+def test_a_log_path_naming_the_node_is_collected_from_where_slurm_wrote_it(
+        cluster: str, tmp_path: Path, lab: Lab) -> None:
+    """slurmstepd writes %N as its host's short name; the lab's nodes are named otherwise in
+    slurm.conf (alpha's localhost, beta's beta1, both on this host)."""
+    logs = tmp_path / "userlogs"
+    logs.mkdir()
+    with stack(tmp_path, agent=False) as s, Client(s.server.url, s.admin, timeout=15) as bh:
+        start_slurm_agent(s, lab, cluster)
+        job = bh.submit(JobSpec(cluster=cluster, script=(
+            f"#!/bin/sh\n#SBATCH -o {logs}/out-%N-%j.txt -e {logs}/err-%N-%j.txt\n"
+            "echo to-out; echo to-err >&2\n")))
+        done = bh.wait(job.id, until="terminal", timeout=120)
+        assert done.state is JobState.SUCCEEDED, done
+        [out] = logs.glob(f"out-*-{done.native_id}.txt")
+        [err] = logs.glob(f"err-*-{done.native_id}.txt")
+        assert (out.read_text(), err.read_text()) == ("to-out\n", "to-err\n")
+        assert eventually(lambda: (bh.read_logs(job.id)[0], bh.read_logs(
+            job.id, stream="stderr")[0]) == (b"to-out\n", b"to-err\n"), 30,
+            what="both logs shipped from the node-named paths")

@@ -97,6 +97,22 @@ async def test_cli_links_from_sacct_after_a_restart_and_drops_a_job_that_never_r
         "43.err", "43.out"]  # nothing kept for the job that never had a node
 
 
+async def test_cli_takes_the_hosts_own_name_once_a_job_ends_where_it_is_not_the_nodes(
+        tmp_path: Path, work: Path) -> None:
+    """slurmstepd writes %N as its host's short name: a node named otherwise in slurm.conf
+    (NodeHostname, several slurmd on one host) leaves the file under the host's name."""
+    tools = FakeTools(tmp_path, [46])
+    backend = tools.backend()
+    native = await backend.submit("j5", spec(work, "#SBATCH -o out-%N-%j.txt\n"))
+    (work / "out-vm-46.txt").write_text("from vm\n")
+    tools.show(squeue="46|RUNNING|node7\n")
+    await backend.poll([native])
+    assert await backend.read_log(native, "stdout", 0, 100) == b""  # node7's file: not yet
+    tools.show(sacct="46|COMPLETED|0:0|1|1|1|0|2026-12-05T10:00:00|node7\n")
+    assert (await backend.poll([native]))[native].state is JobState.SUCCEEDED
+    assert await backend.read_log(native, "stdout", 0, 100) == b"from vm\n"
+
+
 def rest_job(state: list[str], batch_host: str, nodes: str) -> dict[str, Any]:
     unset = {"set": False, "infinite": False, "number": 0}
     return {"job_id": 45, "job_state": state, "comment": "j4", "batch_host": batch_host,

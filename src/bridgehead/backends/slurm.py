@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import math
 import os
@@ -252,14 +253,19 @@ class JobFiles:
     async def place_logs(self, nodes: Mapping[str, str | None],
                          ended: Collection[str] = ()) -> None:
         """Link the logs whose path names the node (``%N``) of each job of ``nodes`` (native
-        id: the node its batch script runs on, None while it has none) that has one now; drop
-        what is kept for those of ``ended`` that never had one (cancelled while pending:
-        Slurm opened no file). Costs nothing for jobs with no such path (after one scan of the
-        logs directory, for the jobs an earlier agent submitted)."""
+        id: the node its batch script runs on, None while it has none) once the file is there;
+        for the jobs of ``ended``, link what can be named and keep nothing more (one cancelled
+        while pending never had a file). Costs nothing for jobs with no such path (after one
+        scan of the logs directory, for the jobs an earlier agent submitted).
+
+        slurmstepd writes ``%N`` as its host's short name, which is the Slurm node's name on
+        most clusters; where the two differ (``NodeHostname``, several slurmd on one host), the
+        file the pattern matches with any name there (the newest) is taken once the job has
+        ended."""
         todo = {i: nodes.get(i) for i in await self.awaiting_node({*nodes, *ended})
                 if nodes.get(i) or i in ended}
         if todo:
-            await asyncio.to_thread(self._place, todo)
+            await asyncio.to_thread(self._place, todo, frozenset(ended))
 
     async def awaiting_node(self, native_ids: Iterable[str]) -> set[str]:
         """Those of ``native_ids`` with a log path that waits for their node (``%N``)."""
@@ -274,18 +280,26 @@ class JobFiles:
         return {name[1:-len(_AWAITING)].rpartition(".")[0] for name in os.listdir(self.logs)
                 if name.startswith(".") and name.endswith(_AWAITING)}
 
-    def _place(self, nodes: Mapping[str, str | None]) -> None:
+    def _place(self, nodes: Mapping[str, str | None], ended: Collection[str]) -> None:
         for native_id, node in nodes.items():
+            waiting = False
             for ext in ("out", "err"):
                 path = self.logs / f".{native_id}.{ext}{_AWAITING}"
                 try:
                     where = json.loads(path.read_text())
                 except FileNotFoundError:
                     continue
-                if node:
-                    self._link(native_id, ext, sbatch.log_path(**where, node=node))
+                named = sbatch.log_path(**where, node=node) if node else None
+                target = named if named and os.path.exists(named) else None
+                if target is None and native_id not in ended:
+                    waiting = True  # started, its file not opened yet: look again next poll
+                    continue
+                target = target or (_written(where) if named else None)
+                if named:  # a job that never had a node never opened a file
+                    self._link(native_id, ext, target or named)
                 path.unlink(missing_ok=True)
-            self._awaiting.discard(native_id)
+            if not waiting:
+                self._awaiting.discard(native_id)
 
     def relink_logs(self, job_id: str, spec: JobSpec, native_id: str, *, caps: Caps,
                     base_env: Mapping[str, str]) -> None:
@@ -311,6 +325,17 @@ class JobFiles:
             return b""
         path = self.logs / f"{native_id}.{'out' if stream == 'stdout' else 'err'}"
         return await asyncio.to_thread(read_file_range, path, offset, limit)
+
+
+def _written(where: Mapping[str, Any]) -> str | None:
+    """The file a ``%N`` log path names with any host name (the newest, if several), or
+    None: where slurmstepd's host name is not the Slurm node's."""
+    anywhere = glob.escape(sbatch.log_path(**where, node="\0")).replace("\0", "*")
+    newest: tuple[int, str] | None = None
+    for found in glob.glob(anywhere):
+        with contextlib.suppress(OSError):
+            newest = max(newest or (0, ""), (os.stat(found).st_mtime_ns, found))
+    return newest[1] if newest else None
 
 
 def _log_targets(request: SlurmRequest, pattern: str, native_id: str,

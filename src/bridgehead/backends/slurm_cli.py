@@ -217,10 +217,13 @@ class SlurmCliBackend:
                     batch_exit[base] = cells[2]
             else:
                 rows.update(dict.fromkeys(expand_native_ids(base), cells[:8]))
-        await self.files.place_logs(nodes)  # before explain reads a %N stderr
-        return {native_id: await self.files.explain(native_id, _status_from_sacct(
-                    cells, rss.get(native_id), batch_exit.get(native_id)))
-                for native_id, cells in rows.items()}
+        statuses = {native_id: _status_from_sacct(cells, rss.get(native_id),
+                                                  batch_exit.get(native_id))
+                    for native_id, cells in rows.items()}
+        await self.files.place_logs(nodes, ended=[  # before explain reads a %N stderr
+            i for i, status in statuses.items() if status.state.terminal])
+        return {native_id: await self.files.explain(native_id, status)
+                for native_id, status in statuses.items()}
 
     # -- the rest of the protocol -----------------------------------------------------------
     async def cancel(self, native_ids: Sequence[str]) -> None:

@@ -147,12 +147,14 @@ async def test_rest_reads_the_batch_host_of_a_running_job_once_for_its_log(
     try:
         native = await backend.submit("j4", spec(work, "#SBATCH --output=%N.log\n"))
         assert (await backend.poll([native]))[native].state is JobState.SUBMITTED
-        (work / "gamma2.log").write_text("on gamma2\n")
         record["job"] = rest_job(["RUNNING"], "gamma2", "gamma[2-3]")
         assert (await backend.poll([native]))[native].state is JobState.RUNNING
+        assert await backend.read_log(native, "stdout", 0, 100) == b""  # not opened yet
+        (work / "gamma2.log").write_text("on gamma2\n")
+        for _ in range(2):
+            assert (await backend.poll([native]))[native].state is JobState.RUNNING
         assert await backend.read_log(native, "stdout", 0, 100) == b"on gamma2\n"
-        assert (await backend.poll([native]))[native].state is JobState.RUNNING
-        assert asked.count("/slurm/v0.0.40/job/45") == 1  # only until the log is linked
+        assert asked.count("/slurm/v0.0.40/job/45") == 1  # once, to learn its node
     finally:
         await backend.close()
         server.stop()

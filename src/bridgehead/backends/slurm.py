@@ -199,6 +199,8 @@ class JobFiles:
         self._awaiting: set[str] = set()
         """Native ids whose log path names their node, not known yet (see place_logs)."""
         self._scanned = False
+        self._node_of: dict[str, str] = {}
+        """The node of each awaiting job seen started (its file may not be there yet)."""
 
     def request(self, job_id: str, spec: JobSpec, *, caps: Caps,
                 base_env: Mapping[str, str]) -> SlurmRequest:
@@ -253,7 +255,8 @@ class JobFiles:
     async def place_logs(self, nodes: Mapping[str, str | None],
                          ended: Collection[str] = ()) -> None:
         """Link the logs whose path names the node (``%N``) of each job of ``nodes`` (native
-        id: the node its batch script runs on, None while it has none) once the file is there;
+        id: the node its batch script runs on, None while it has none or it is not said; a
+        node once said is kept) once the file is there;
         for the jobs of ``ended``, link what can be named and keep nothing more (one cancelled
         while pending never had a file). Costs nothing for jobs with no such path (after one
         scan of the logs directory, for the jobs an earlier agent submitted).
@@ -262,10 +265,17 @@ class JobFiles:
         most clusters; where the two differ (``NodeHostname``, several slurmd on one host), the
         file the pattern matches with any name there (the newest) is taken once the job has
         ended."""
-        todo = {i: nodes.get(i) for i in await self.awaiting_node({*nodes, *ended})
-                if nodes.get(i) or i in ended}
+        awaiting = await self.awaiting_node({*nodes, *ended})
+        self._node_of.update((i, n) for i in awaiting if (n := nodes.get(i)))
+        todo = {i: self._node_of.get(i) for i in awaiting if i in self._node_of or i in ended}
         if todo:
             await asyncio.to_thread(self._place, todo, frozenset(ended))
+            for i in set(self._node_of) - self._awaiting:
+                del self._node_of[i]
+
+    async def node_unknown(self, native_ids: Iterable[str]) -> set[str]:
+        """Those of ``native_ids`` whose log path waits for a node not yet seen."""
+        return {i for i in await self.awaiting_node(native_ids) if i not in self._node_of}
 
     async def awaiting_node(self, native_ids: Iterable[str]) -> set[str]:
         """Those of ``native_ids`` with a log path that waits for their node (``%N``)."""

@@ -156,8 +156,8 @@ class SlurmRestBackend:
                 code, signum = self._exits[native_id]
                 record = dataclasses.replace(record, exit_code=code, signal=signum)
             result[native_id] = status_of(record)
-        await self.files.place_logs(self._nodes, ended=[i for i, s in result.items()
-                                                        if s.state.terminal])
+        await self.files.place_logs({i: self._nodes.get(i) for i in ids},
+                                    ended=[i for i, s in result.items() if s.state.terminal])
         return {native_id: await self.files.explain(native_id, status)
                 for native_id, status in result.items()}
 
@@ -185,7 +185,7 @@ class SlurmRestBackend:
                 if isinstance(job, dict) and str(job.get("job_id")) in chunk:
                     states[str(job.get("job_id"))] = state_name(job.get("state"))
         ended = [i for i, state in states.items() if slurm.to_state(state).terminal]
-        ended += await self.files.awaiting_node(  # once, to find a %N log path's node
+        ended += await self.files.node_unknown(  # once, to find a %N log path's node
             i for i, state in states.items() if slurm.to_state(state) is JobState.RUNNING)
         if len(ended) > _ONE_BY_ONE:
             records = await self._live(api)

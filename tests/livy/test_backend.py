@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bridgehead.backends.livy import yarn_tag
 from bridgehead.domain.clusters import refuse_spark
 from bridgehead.domain.jobs import TERMINAL, JobSpec, JobState
 from bridgehead.errors import BackendUnavailable, InvalidSpec, SubmitRejected
@@ -244,6 +245,41 @@ async def test_livy_restart_with_recovery_on(livy_lab: LivyLab, tmp_path: Path) 
         assert (await backend.poll([bad]))[bad].state is JobState.FAILED
     finally:
         await backend.close()
+
+
+async def test_an_app_lookup_timeout_is_dead_and_failed(livy_lab: LivyLab,
+                                                       tmp_path: Path) -> None:
+    """Livy restarted (recovery on) before its spark-submit reached YARN: the batch comes back
+    ``recovering``, no YARN app carries its tag, and after ``livy.server.yarn.app-lookup-
+    timeout`` Livy says ``dead`` (SparkYarnApp's lookup fails). The backend reports it as
+    Livy's dead, FAILED (module docstring: dead -> FAILED, Livy gives no exit code), with YARN
+    (whose lack of an app for the tag the reason says) and without: never succeeded, never
+    lost to the infrastructure, and no Spark driver ran."""
+    livy_lab.livy.submit_s, livy_lab.livy.lookup_timeout_s = 600.0, 1.0
+    backend = livy_lab.backend()
+    blind = livy_lab.backend(yarn=False)
+    try:
+        tag = new_tag("lookup")
+        nid = await backend.submit(tag, spec_of(tmp_path))
+        assert (await backend.poll([nid]))[nid].state is JobState.SUBMITTED  # spark-submit
+        livy_lab.livy.restart(recovery=True)
+        assert [b.state for b in livy_lab.livy.batches.values()] == ["recovering"]
+        assert (await blind.poll([nid]))[nid].state is JobState.SUBMITTED
+        done = await until(backend, nid, set(TERMINAL), timeout=30)
+        assert [b.state for b in livy_lab.livy.batches.values()] == ["dead"]
+        assert (done.state, done.exit_code, done.infrastructure) == (JobState.FAILED, None,
+                                                                     False), done
+        assert done.reason == (f"Livy batch dead (Livy gives no exit code); YARN has no "
+                               f"application tagged {yarn_tag(tag)} (it never reached YARN, "
+                               "or YARN no longer keeps it)")
+        without_yarn = (await blind.poll([nid]))[nid]
+        assert (without_yarn.state, without_yarn.exit_code, without_yarn.infrastructure,
+                without_yarn.reason) == (JobState.FAILED, None, False,
+                                         "Livy batch dead (Livy gives no exit code)")
+        assert livy_lab.yarn.by_tags([yarn_tag(tag)]) == [] and livy_lab.drivers_of(tag) == []
+    finally:
+        await backend.close()
+        await blind.close()
 
 
 def test_the_create_request(tmp_path: Path) -> None:

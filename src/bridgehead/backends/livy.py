@@ -28,7 +28,9 @@ idle, running, busy                    RUNNING
 shutting_down                          RUNNING, settling
 success                                SUCCEEDED, exit code 0
 dead, error                            FAILED (the log's tail and YARN's diagnostics
-                                       as the reason; Livy gives no exit code)
+                                       as the reason, or that YARN has no app for the
+                                       tag: Livy's app lookup timed out; Livy gives no
+                                       exit code)
 killed                                 CANCELLED if this backend cancelled it, else
                                        LOST with ``infrastructure`` (a Livy restart with
                                        recovery off kills every batch)
@@ -260,7 +262,12 @@ class LivyBackend:
             return self._killed(name, None)
         if state is JobState.SUCCEEDED:
             return NativeStatus(state=state, exit_code=0)
-        return NativeStatus(state=JobState.FAILED, reason=_reason(native, batch, None))
+        why = _reason(native, batch, None)
+        tag = tag_of_name(name)
+        if self.yarn is not None and tag is not None:  # asked: e.g. Livy's app lookup timed out
+            why += (f"; YARN has no application tagged {yarn_tag(tag)} (it never reached "
+                    "YARN, or YARN no longer keeps it)")
+        return NativeStatus(state=JobState.FAILED, reason=why)
 
     def _from_yarn(self, name: str, app: dict[str, Any]) -> NativeStatus:
         """YARN's word on an app (ResourceManagerRest.md: state, finalStatus)."""

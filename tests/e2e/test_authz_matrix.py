@@ -331,6 +331,18 @@ def test_tenant_b_and_agent_beta_see_nothing_of_tenant_a(world: World) -> None:
     assert w.ok("client B", "GET", "/v1/schedules") == []
 
 
+def test_clusters_show_tenant_b_shared_state_and_nothing_of_tenant_a(world: World) -> None:
+    """Clusters are shared infrastructure: every token sees each cluster's health and queue
+    depth (as ``squeue`` shows every user's jobs by default), never a job, tenant, label or
+    secret of another tenant."""
+    w = world
+    for who in ("client B", "agent beta"):
+        seen = w.ok(who, "GET", "/v1/clusters")
+        text = json.dumps(seen)
+        assert {c["name"] for c in seen} >= {"alpha"}, seen
+        assert "tenA" not in text and w.job not in text and "secret" not in text, text
+
+
 def test_the_event_stream_of_tenant_b_holds_none_of_tenant_a(world: World) -> None:
     w = world
     marker = w.ok("client B", "POST", "/v1/events", json={"type": "matrix.marker",

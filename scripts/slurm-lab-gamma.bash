@@ -301,7 +301,6 @@ gamma_sum() {
 # -- checks ----------------------------------------------------------------------------------
 
 gamma_node_state() { gon sinfo -h -N -n gamma1 -o %T 2>/dev/null | head -n 1; }
-gamma_node_idle() { [ "$(gamma_node_state)" = idle ]; }
 gamma_node_ok() { [[ $(gamma_node_state) =~ $NODE_OK ]]; }
 gamma_munge_ok() { chroot "$GAMMA_ROOT" sh -c 'munge -n | unmunge' >/dev/null; }
 gamma_dbd_ok() { gon sacctmgr -n -P list cluster format=cluster >/dev/null; }
@@ -370,8 +369,9 @@ gamma_start() {
   gamma_launch gamma-slurmd env SLURM_CONF="$GAMMA/etc/slurm.conf" /usr/sbin/slurmd -D -N gamma1
   wait_for "gamma slurmctld to answer" 30 gamma-slurmctld "$log/slurmctld.log" \
     gon scontrol ping || return 1
-  wait_for "gamma node gamma1 idle in sinfo" 30 gamma-slurmd "$log/slurmd.log" \
-    gamma_node_idle || return 1
+  # responding, not idle: jobs in the saved state may run again at once
+  wait_for "gamma node gamma1 to respond in sinfo" 30 gamma-slurmd "$log/slurmd.log" \
+    gamma_node_ok || return 1
   gamma_token || { say "scontrol token failed on gamma"; return 1; }
   # Refuses root (SlurmUser) without disable_user_check; SLURM_JWT=daemon: clients' JWTs.
   gamma_launch gamma-slurmrestd env SLURM_CONF="$GAMMA/etc/slurm.conf" SLURM_JWT=daemon \
@@ -447,7 +447,7 @@ gamma_status() {
     if gamma_pid_ok "$pid" "$d"; then
       printf '%-18s %-8s %s\n' "$d" "$pid" running
     else
-      printf '%-18s %-8s %s\n' "$d" "${pid:--}" stopped; ok=3
+      printf '%-18s %-8s %s\n' "$d" "${pid:--}" "stopped$(held_note "$d")"; ok=3
     fi
   done
   state=stopped

@@ -1,6 +1,7 @@
 """The real Slurm clusters of ``scripts/slurm-lab``: alpha and beta on Slurm 22.05, gamma on
 Slurm 24.11 in a Debian 13 chroot (each with slurmdbd and slurmrestd). If the lab is down, the
-session starts it and stops, at the end, only what it started; if it cannot start, or a cluster
+session starts it and stops, at the end, only what it started (in one process; in pytest-xdist
+workers it is left up, as other workers may use it); if it cannot start, or a cluster
 a test needs is missing from ``lab.json``, the test is skipped locally with the reason and
 fails under ``CI=true``.
 
@@ -175,6 +176,8 @@ def lab() -> Iterator[Lab]:
     yield the_lab
     for path in the_lab.made:
         shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # other workers may still use it: scripts/test stops what it started
     if not any(was_up):
         subprocess.run([*LAB, "down"], capture_output=True, timeout=300)
     elif not was_up[1]:

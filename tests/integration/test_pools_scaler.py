@@ -66,12 +66,13 @@ class Pools:
         assert r.status_code == 201, r.text
         return r.json()["job"]["id"]
 
-    async def run(self, job_id: str) -> None:
+    async def run(self, job_id: str, *, until: str = "running") -> None:
         r = await self.http.post("/v1/agent/claim", headers=self.agent,
                                  json={"cluster": "c1", "agent_id": "a1", "max_jobs": 10})
         assert job_id in [j["id"] for j in r.json()["jobs"]], r.text
-        for t in ({"state": "submitting"}, {"state": "submitted", "native_id": job_id},
-                  {"state": "running"}):
+        steps = ({"state": "submitting"}, {"state": "submitted", "native_id": job_id},
+                 {"state": "running"})
+        for t in steps[:[s["state"] for s in steps].index(until) + 1]:
             r = await self.http.post("/v1/agent/report", headers=self.agent, json={
                 "cluster": "c1", "agent_id": "a1", "transitions": [{"job_id": job_id, **t}]})
             assert r.json()["applied"] == [True], r.text
@@ -356,6 +357,24 @@ async def test_a_node_that_booted_after_the_plan_is_no_failed_boot(pools: Pools)
     pool = await p.pool()
     assert (pool["states"], pool["failures_in_row"], pool["backoff_until"]) \
         == ({"idle": 1}, 0, None)
+
+
+async def test_a_job_the_scheduler_is_powering_a_node_up_for_buys_nothing(
+        pools: Pools) -> None:
+    """Slurm powers a CLOUD node up by itself for a pending job (the node is listed adopted,
+    booting, with the job on it) while Bridgehead still has the job as submitted, not running:
+    it is placed, not demand, and no spare node is bought for it."""
+    p = pools
+    job = await p.submit()
+    await p.run(job, until="submitted")
+    adopt = listed("ignored", ready=False, jobs=1, job_ids=(job,), pid="d1") | {
+        "key": None, "adopted": True}
+    await p.beat(adopt)
+    [adopted] = await p.nodes()
+    for later in (0, 10, 100):
+        await p.scaler.scale_pass(time.time() + later)
+        assert list(await p.nodes()) == [adopted], "a spare node was bought"
+    assert (await p.beat(adopt))["scale"] == []
 
 
 async def test_an_agent_cannot_lose_another_clusters_job_with_its_node(pools: Pools) -> None:

@@ -86,7 +86,13 @@ class Scaler(EventConsumer):
         states = [_pool_state(pool, [s for s in stored.values() if s.node.pool == name],
                               standings.get(name, Standing(pool=name)), now)
                   for name, pool in sorted(self.pools.items())]
-        decided = plan(await self._demand(), states, now)
+        # A job the scheduler already placed on a node (Slurm powering a CLOUD node up for
+        # it: the node is listed with the job while ours still says submitted) is not demand:
+        # that node counts as full, and the job must not buy a second one.
+        placed = {j for s in stored.values() if s.node.ended_at is None
+                  for j in (s.attempts or {})}
+        decided = plan([d for d in await self._demand() if d.job_id not in placed], states,
+                       now)
         writes = self._writes(decided, stored, now)
         if writes:
             applied = await store.scale(writes, self.pools, now)

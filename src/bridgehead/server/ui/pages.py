@@ -21,6 +21,7 @@ from bridgehead.server.jobs import _visible_job as visible_job
 from bridgehead.server.jobs import list_scope
 from bridgehead.server.runs import _visible as visible_run
 from bridgehead.server.sessions import ui_store
+from bridgehead.server.ui.dag import layout
 from bridgehead.server.ui.views import FAILED_STATES, render
 from bridgehead.store.ui_sql import COUNT_CAP, JobQuery
 from bridgehead.workflows.launch import spec_of
@@ -177,7 +178,7 @@ async def run(request: Request, run_id: str, p: ClientOrAdmin) -> HTMLResponse:
     again = {t.key for t in retry_tasks(view.retryable)}  # what the store's retry_run re-runs
     retry = [t for t in view.retryable if t.key in again]
     return render(request, "run.html", title=f"Run {found.workflow}", run=found, steps=steps,
-                  by_step=by_step, retry=retry, now=time.time(),
+                  by_step=by_step, retry=retry, now=time.time(), dag=layout(steps),
                   gantt=_gantt(found.created_at, view.first_started, view.started, time.time()))
 
 

@@ -335,6 +335,8 @@ async def test_costs_show_each_pools_idle_cost_apart(pools: Pools) -> None:
     assert 0 < line["attempts"] == pytest.approx(costs["total"])  # priced from the pool
     assert line["idle"] == pytest.approx(line["node_cost"] - line["attempts"], abs=1e-12)
     assert costs["idle"] == line["idle"] and costs["unpriced"] == []
+    [record] = await p.store.attempts(since=0.0, until=time.time() + 10)
+    assert record.job_id == job and record.pools == ("elastic",)  # the node it was seen on
 
 
 async def test_a_node_that_booted_after_the_plan_is_no_failed_boot(pools: Pools) -> None:

@@ -3,7 +3,7 @@ and adopted nodes, errors, and the commands of the heartbeat's answer."""
 
 from __future__ import annotations
 
-from bridgehead.domain.costs import Price, pool_costs, pool_price, window_node_cost
+from bridgehead.domain.costs import AttemptRecord, Price, pool_costs, pool_price, window_node_cost
 from bridgehead.domain.pool_reconcile import ProviderNode, adopted_id
 from bridgehead.domain.pool_report import Command, NodeError, Standing, apply_report
 from bridgehead.domain.pools import Node, NodeShape, NodeState, Pool
@@ -112,3 +112,26 @@ def test_node_cost_in_a_window_and_idle_per_pool() -> None:
     [line] = pool_costs([POOL], [("p", 0.0, 3600.0)], [], {"c": price}, since=0.0,
                         until=7200.0)
     assert (line.node_cost, line.attempts, line.idle) == (3.6, 0.0, 3.6)
+
+
+def test_an_attempt_seen_on_a_pool_node_counts_for_that_pool_only() -> None:
+    """Two pools of one cluster, the same node-hours: an attempt seen on pool q's node is
+    q's (p is all idle); one never seen on a node is spread by node-hours, as before."""
+    q = Pool(name="q", cluster="c", provider="sim", shape=NodeShape(cpus=4, memory_mb=8192),
+             price_per_hour=3.6)
+    price = Price(core_hour=0.9)
+    nodes = [("p", 0.0, 3600.0), ("q", 0.0, 3600.0)]
+
+    def attempt(pools: tuple[str, ...]) -> AttemptRecord:  # 4 cores for 1 h: 3.6
+        return AttemptRecord(job_id="j", attempt=1, cluster="c", tenant="t", state="succeeded",
+                             cores=4, nodes=1, gpus=0, started_at=0.0, ended_at=3600.0,
+                             labels={}, pools=pools)
+
+    lines = pool_costs([POOL, q], nodes, [attempt(("q",))], {"c": price}, since=0.0,
+                       until=7200.0)
+    assert [(c.pool, c.attempts, c.idle) for c in lines] == [("p", 0.0, 3.6), ("q", 3.6, 0.0)]
+    lines = pool_costs([POOL, q], nodes, [attempt(())], {"c": price}, since=0.0, until=7200.0)
+    assert [(c.pool, c.attempts) for c in lines] == [("p", 1.8), ("q", 1.8)]
+    lines = pool_costs([POOL, q], nodes, [attempt(("p", "q"))], {"c": price}, since=0.0,
+                       until=7200.0)  # one attempt on a node of each: shared equally
+    assert [(c.pool, c.attempts) for c in lines] == [("p", 1.8), ("q", 1.8)]

@@ -134,6 +134,8 @@ class AttemptRecord:
     """How long it ran by the scheduler's own accounting (sacct's Elapsed: End - Start), when
     the backend measured it: exact, where ``started_at``/``ended_at`` are when the agent saw
     the start and the end (up to a poll interval late)."""
+    pools: tuple[str, ...] = ()
+    """The pool of each pool node it was seen on (empty: a static node, or not seen on one)."""
 
     @property
     def hours(self) -> float:
@@ -273,8 +275,9 @@ def pool_costs(pools: Sequence[Pool], nodes: Iterable[tuple[str, float, float | 
                records: Iterable[AttemptRecord], prices: Mapping[str, Price], *,
                since: float, until: float) -> list[PoolCost]:
     """Each pool's line: ``nodes`` are (pool, launched_at, ended_at or None: still up) from
-    the node ledger; a cluster's attempts are spread over its pools by node-hours (the
-    attempts do not say which node they ran on)."""
+    the node ledger. An attempt seen on pool nodes counts for their pools (shared equally
+    among its nodes); the rest of a cluster's attempts (never seen on a node: reports lag
+    a short job) are spread over its pools by node-hours."""
     by_name = {p.name: p for p in pools}
     hours: dict[str, float] = {p.name: 0.0 for p in pools}
     cost: dict[str, float] = {p.name: 0.0 for p in pools}
@@ -286,10 +289,17 @@ def pool_costs(pools: Sequence[Pool], nodes: Iterable[tuple[str, float, float | 
                                 since, until)
         hours[name] += h
         cost[name] += c
-    used: dict[str, float] = {}
+    used: dict[str, float] = {}  # by cluster: attempts on no known pool node
+    on_pool: dict[str, float] = {}
     for a in records:
         price = prices.get(a.cluster)
-        if price is not None:
+        if price is None:
+            continue
+        known = [name for name in a.pools if name in by_name]
+        if known:
+            for name in known:
+                on_pool[name] = on_pool.get(name, 0.0) + attempt_price(a, price) / len(known)
+        else:
             used[a.cluster] = used.get(a.cluster, 0.0) + attempt_price(a, price)
     out = []
     for p in pools:
@@ -297,5 +307,6 @@ def pool_costs(pools: Sequence[Pool], nodes: Iterable[tuple[str, float, float | 
         total = sum(hours[m] for m in mates)
         part = hours[p.name] / total if total else 1 / len(mates)
         out.append(PoolCost(pool=p.name, cluster=p.cluster, node_hours=hours[p.name],
-                            node_cost=cost[p.name], attempts=used.get(p.cluster, 0.0) * part))
+                            node_cost=cost[p.name],
+                            attempts=on_pool.get(p.name, 0.0) + used.get(p.cluster, 0.0) * part))
     return out

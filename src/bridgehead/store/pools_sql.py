@@ -84,6 +84,10 @@ SELECT id, cluster, spec, updated_at FROM jobs WHERE cluster IN {clusters} AND s
 AND elements IS NULL ORDER BY id LIMIT :limit
 """
 SELECT_JOB_ATTEMPTS = "SELECT id, attempt, state, cluster FROM jobs WHERE id IN {ids}"
+INSERT_ATTEMPT_NODE = """
+INSERT INTO attempt_nodes (job_id, attempt, node_id, pool) VALUES (:job_id, :attempt, :node_id,
+    :pool) ON CONFLICT DO NOTHING
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -358,12 +362,16 @@ class SqlPoolStore(SqlUiStore):
             counts = {p.key or p.provider_id: p for p in listed}
             events: list[dict[str, Any]] = []
             written: set[str] = set()
+            placed: list[dict[str, Any]] = []  # attempts first seen on a node (costs)
             for n in applied.nodes:
                 old = before.get(n.id)
                 seen = counts.get(n.id) or counts.get(n.provider_id or "")
                 jobs = (seen.jobs or 0) if seen is not None else (old.jobs if old else 0)
                 recorded = dict(old.attempts or {}) if old is not None else {}
                 if seen is not None:
+                    placed += [{"job_id": j, "attempt": attempts[j], "node_id": n.id,
+                                "pool": n.pool} for j in seen.job_ids
+                               if j in attempts and recorded.get(j) != attempts[j]]
                     recorded = {j: attempts.get(j) or recorded[j] for j in seen.job_ids
                                 if j in attempts or j in recorded}
                 s = StoredNode(node=n, cluster=cluster, version=old.version if old else 0,
@@ -376,6 +384,8 @@ class SqlPoolStore(SqlUiStore):
                     continue  # unchanged: no write (the scaler's versions stay valid)
                 if await self._put(tx, s, False, events):
                     written.add(n.id)
+            if placed:
+                await tx.conn.executemany(INSERT_ATTEMPT_NODE, placed)
             await tx.conn.executemany(UPSERT_STANDING, [  # only those that changed
                 _standing_row(s) for name, s in applied.standings.items()
                 if s != standings.get(name, Standing(pool=name))])

@@ -79,6 +79,12 @@ SELECT a.*, j.spec FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.ended_at >= :since AND a.ended_at < :until AND (:tenant = '' OR a.tenant = :tenant)
 ORDER BY a.ended_at, a.job_id, a.attempt
 """
+SELECT_ATTEMPT_POOLS = """
+SELECT n.job_id, n.attempt, n.pool FROM attempt_nodes n
+JOIN attempts a ON a.job_id = n.job_id AND a.attempt = n.attempt
+WHERE a.ended_at >= :since AND a.ended_at < :until AND (:tenant = '' OR a.tenant = :tenant)
+ORDER BY n.job_id, n.attempt, n.node_id
+"""
 LOG_ENDS = """
 SELECT stream, MAX(pos + size) AS end_pos FROM job_logs WHERE job_id = :id GROUP BY stream
 """

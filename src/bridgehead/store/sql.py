@@ -470,9 +470,13 @@ class SqlJobStore(abc.ABC):
 
     async def attempts(self, *, since: float, until: float,
                        tenant: str | None = None) -> list[AttemptRecord]:
+        args = {"since": since, "until": until, "tenant": tenant or ""}
         async with self._read() as conn:
-            rows = await conn.fetch(q.SELECT_ATTEMPTS, {"since": since, "until": until,
-                                                        "tenant": tenant or ""})
+            rows = await conn.fetch(q.SELECT_ATTEMPTS, args)
+            on_nodes = await conn.fetch(q.SELECT_ATTEMPT_POOLS, args)
+        pools: dict[tuple[str, int], list[str]] = {}
+        for r in on_nodes:
+            pools.setdefault((r["job_id"], int(r["attempt"])), []).append(r["pool"])
         out = []
         for r in rows:
             usage = _loads(r["usage"]) or {}
@@ -481,7 +485,8 @@ class SqlJobStore(abc.ABC):
                 tenant=r["tenant"], state=r["state"], cores=r["cores"], nodes=r["nodes"],
                 gpus=r["gpus"], started_at=r["started_at"], ended_at=r["ended_at"],
                 labels=(_loads(r["spec"]) or {}).get("labels") or {},
-                instance_hours=usage.get("instance_hours"), elapsed_s=measured_elapsed(usage)))
+                instance_hours=usage.get("instance_hours"), elapsed_s=measured_elapsed(usage),
+                pools=tuple(pools.get((r["job_id"], int(r["attempt"])), ()))))
         return out
 
     async def request_cancel(self, job_id: str) -> Job:

@@ -43,7 +43,9 @@ def _server(home: Path, config: str) -> subprocess.CompletedProcess[str]:
     ("options = { boot_s = [1, 2] }", "pools[0].options.boot_s", "string, number or boolean"),
     ("options = { boot_z = 1 }", "pools[0].options.boot_z", "unknown option 'boot_z' for "
                                                             "provider local"),
-    ('provider = "emr"', "pools[0].provider", "not available here"),
+    ('provider = "emr"', "pools[0].options.instance_type", "EC2 instance type"),
+    ('provider = "emr"\nmax_nodes = 49\noptions = { instance_type = "m5.xlarge" }',
+     "pools[0].max_nodes", "at most 48 nodes"),
 ])
 def test_a_bad_pool_stops_the_server_naming_the_field(tmp_path: Path, extra: str, field: str,
                                                       says: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from bridgehead.backends.base import Backend
 from bridgehead.domain.pools import InvalidPool, Pool
 from bridgehead.pools.providers.base import Provider
+from bridgehead.pools.providers.emr import EmrProvider
 from bridgehead.pools.providers.local import LocalProvider
 from bridgehead.pools.providers.options import Option, read_options
 from bridgehead.pools.providers.sim import SimProvider
@@ -24,6 +25,7 @@ from bridgehead.pools.providers.slurm_powersave import SlurmPowersaveProvider
 ProviderClass = Callable[[Pool, Backend | None], Provider]
 
 PROVIDERS: dict[str, ProviderClass] = {
+    EmrProvider.name: EmrProvider,
     LocalProvider.name: LocalProvider,
     SimProvider.name: SimProvider,
     SlurmPowersaveProvider.name: SlurmPowersaveProvider,

@@ -18,7 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridgehead.errors import AuthError, BridgeheadError, Forbidden
 from bridgehead.server.sessions import COOKIE, clear_cookie
-from bridgehead.server.ui import actions, costs_page, more_pages, pages, schedules_page
+from bridgehead.server.ui import (
+    actions,
+    costs_page,
+    more_pages,
+    pages,
+    save_page,
+    schedules_page,
+)
 from bridgehead.server.ui.views import render
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -52,6 +59,7 @@ def install(app: FastAPI) -> None:
     app.include_router(more_pages.router)
     app.include_router(costs_page.router)
     app.include_router(schedules_page.router)
+    app.include_router(save_page.router)
     app.mount("/ui/static", StaticFiles(packages=[("bridgehead.server.ui", "static")]),
               name="ui-static")
     app.add_middleware(UiHeaders)

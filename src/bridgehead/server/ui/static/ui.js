@@ -353,7 +353,7 @@ function setUpEditor(textarea) {
     }
   });
   const saveButton = document.getElementById("e-save");
-  if (saveButton) saveButton.addEventListener("click", save);
+  if (saveButton) saveButton.addEventListener("click", (e) => { e.preventDefault(); save(); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {

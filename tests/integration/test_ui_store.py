@@ -68,7 +68,8 @@ async def test_counts_by_state_ignore_the_state_filter(ui: UiStore) -> None:
     made = await ui.submit([spec("a"), spec("b"), spec("c")])
     await ui.request_cancel(made[0].job.id)
     counts = await ui.count_jobs(JobQuery(states=(JobState.QUEUED,)))
-    assert counts == {"queued": 2, "cancelled": 1}
+    assert counts.by_state == {"queued": 2, "cancelled": 1}
+    assert counts.exact
 
 
 async def test_log_end_and_subject_events(ui: UiStore) -> None:

@@ -26,6 +26,7 @@ from bridgehead.controllers.rules import RuleEngine
 from bridgehead.controllers.runner import WorkflowRunner
 from bridgehead.controllers.scaler import Scaler
 from bridgehead.controllers.scheduler import Scheduler, file_clock
+from bridgehead.controllers.tally import Tally
 from bridgehead.domain.costs import Price
 from bridgehead.errors import (
     AuthError,
@@ -141,8 +142,9 @@ def create_app(settings: ServerSettings | None = None, store: JobStore | None = 
     app.state.scheduler = Scheduler(cast(ScheduleStore, store), folder=settings.workflows_dir,
                                     clock=app.state.clock, pass_s=settings.schedule_pass_s,
                                     metrics=app.state.metrics)
+    app.state.tally = Tally(store, metrics=app.state.metrics)
     app.state.consumers = [app.state.runner, app.state.rules, app.state.cost_watch,
-                           app.state.scheduler]
+                           app.state.scheduler, app.state.tally]
     app.state.pools = settings.pool_list()
     app.state.scaler = Scaler(store, app.state.pools, interval_s=settings.scale_interval_s,
                               metrics=app.state.metrics)

@@ -69,6 +69,17 @@ RETURNING jobs.*
 # step over it. The lock is per database and only event writers take it; ``events.tx`` stays,
 # unused.
 LOCK_EVENTS = "SELECT pg_advisory_xact_lock(7090968626607779444)"  # b"bh.event"
+LOCK_FOLD = "SELECT pg_advisory_xact_lock(7090968626607779443)"
+FOLD_COUNTS = """
+WITH moved AS (DELETE FROM job_count_deltas RETURNING cluster, tenant, state, n)
+INSERT INTO job_counts (cluster, tenant, state, n)
+SELECT cluster, tenant, state, SUM(n) FROM moved GROUP BY cluster, tenant, state
+HAVING SUM(n) <> 0
+ON CONFLICT (cluster, tenant, state) DO UPDATE SET n = job_counts.n + excluded.n
+"""
+"""Fold the deltas committed so far into ``job_counts`` (migration 0011), one folder at a
+time (LOCK_FOLD: two would lock count rows in either order). Deltas of writers not committed
+yet are not seen by the DELETE, so they stay for the next fold."""
 LOCK_PARENTS = "SELECT id FROM jobs WHERE id = ANY(:ids::text[]) ORDER BY id FOR UPDATE"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -204,6 +215,10 @@ class PostgresJobStore(SqlPoolStore):
         }
         params["expected"] = [",".join(expected_states(r["state"])) for r in rows]
         return await conn.fetch(TRANSITION_BATCH, {**params, "agent": agent_id, "now": now})
+
+    async def _fold_counts(self, conn: Any) -> None:
+        await conn.fetch(LOCK_FOLD)
+        await conn.fetch(FOLD_COUNTS)
 
     async def _lock_events(self, conn: Conn) -> None:
         await conn.fetch(LOCK_EVENTS)

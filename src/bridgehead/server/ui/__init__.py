@@ -20,6 +20,7 @@ from bridgehead.errors import AuthError, BridgeheadError, Forbidden
 from bridgehead.server.sessions import COOKIE, clear_cookie
 from bridgehead.server.ui import (
     actions,
+    clusters_page,
     costs_page,
     more_pages,
     pages,
@@ -60,6 +61,7 @@ def install(app: FastAPI) -> None:
     app.include_router(costs_page.router)
     app.include_router(schedules_page.router)
     app.include_router(save_page.router)
+    app.include_router(clusters_page.router)
     app.mount("/ui/static", StaticFiles(packages=[("bridgehead.server.ui", "static")]),
               name="ui-static")
     app.add_middleware(UiHeaders)

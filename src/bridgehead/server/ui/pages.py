@@ -214,13 +214,6 @@ async def run_log(request: Request, run_id: str, p: ClientOrAdmin) -> HTMLRespon
                   parts=parts)
 
 
-@router.get("/clusters", response_class=HTMLResponse)
-async def clusters(request: Request, p: ClientOrAdmin) -> HTMLResponse:
-    now = time.time()
-    found = [(s, _online(request, s, now)) for s in await ui_store(request).clusters()]
-    return render(request, "clusters.html", title="Clusters", clusters=found, now=now)
-
-
 @router.get("/events", response_class=HTMLResponse)
 async def events(request: Request, p: ClientOrAdmin, type: str | None = None) -> HTMLResponse:
     """The latest events (newest first), of types starting with ``type``; ``ui.js`` then

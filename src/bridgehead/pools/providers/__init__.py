@@ -21,6 +21,7 @@ from bridgehead.pools.providers.local import LocalProvider
 from bridgehead.pools.providers.options import Option, read_options
 from bridgehead.pools.providers.sim import SimProvider
 from bridgehead.pools.providers.slurm_powersave import SlurmPowersaveProvider
+from bridgehead.pools.providers.spark_standalone import SparkWorkerProvider
 
 ProviderClass = Callable[[Pool, Backend | None], Provider]
 
@@ -29,6 +30,7 @@ PROVIDERS: dict[str, ProviderClass] = {
     LocalProvider.name: LocalProvider,
     SimProvider.name: SimProvider,
     SlurmPowersaveProvider.name: SlurmPowersaveProvider,
+    SparkWorkerProvider.name: SparkWorkerProvider,
 }
 """The provider classes this agent can run, by name (a pool naming another is refused)."""
 

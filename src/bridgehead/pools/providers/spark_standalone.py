@@ -1,0 +1,309 @@
+"""``spark_standalone``: a pool of Spark standalone Workers that the agent starts and stops on
+its own host, joined to the master of its ``spark_standalone`` backend. A node is one Worker
+process (``spark-class org.apache.spark.deploy.worker.Worker``, as ``scripts/spark-lab``
+starts its own) offering the pool shape's ``cpus`` and ``memory_mb``.
+
+Options: ``spark_home`` (default ``$SPARK_HOME``, else the pyspark wheel's), ``host`` (the
+address each worker binds and advertises; default 127.0.0.1), ``daemon_memory`` (the worker
+JVM's own heap, ``SPARK_DAEMON_MEMORY``; default Spark's) and ``stop_timeout_s`` (how long a
+terminate waits for the stopped worker to exit; default 30).
+
+- **launch** is idempotent by key: each key has a directory
+  ``<state_dir>/spark-workers/<pool>/<key>/`` whose ``worker.conf`` is given to its worker as
+  ``--properties-file``. A worker is found by that argument in the command lines under
+  ``/proc`` (the pid alone is never trusted, so a pid reused by another process is never
+  taken for a worker), so a launch asked again, by this agent or by one restarted after a
+  crash, finds the worker already there and starts none. The work dir is the backend's
+  ``work_dir`` when set (its driver logs are read there), else the key's directory.
+- **list**: every live worker process of the pool; ``ready`` when the master's ``/json/``
+  shows it ALIVE (matched by host and the port its log says it bound); ``jobs``: the drivers
+  the master placed on it, or 1 if it has cores or memory in use (executors).
+- **terminate** refuses a worker with work (:class:`NodeBusy`). Otherwise it first asks the
+  worker to decommission itself (``SIGPWR``; the worker runs with
+  ``spark.decommission.enabled``): it tells the master, which marks it DECOMMISSIONED and
+  places nothing more on it. Only once ``/json/`` shows it DECOMMISSIONED and still without
+  work does it get ``SIGTERM``. That order matters: on SIGTERM a Spark worker kills the
+  executors and drivers it runs (``Worker.onStop``), so a worker is stopped only when the
+  master says it has none and can give it none; if work came in between the two looks, the
+  worker stays decommissioned, its work runs to its end, and terminate answers NodeBusy (asked
+  again once the scaler sees it idle). ``SIGKILL`` is never sent: a worker that has not exited
+  after ``stop_timeout_s`` is an error, and the next terminate asks again.
+
+Commands are argv lists (never a shell string); the workers run in sessions of their own, so
+an agent that stops does not take them along (a restarted agent finds them by their key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from bridgehead.backends.base import Backend
+from bridgehead.domain.pools import InvalidPool, Pool
+from bridgehead.pools.providers.base import Listed, NodeBusy, ProviderError
+from bridgehead.pools.providers.options import Option, read_options
+
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+_MEMORY = re.compile(r"|[1-9][0-9]*[kmgKMG]")
+_STARTED = re.compile(rb"Starting Spark worker (\S+):(\d+) with")
+JSON_TIMEOUT_S = 10.0
+Nodes = list[Listed]
+"""(An alias: inside the provider class, ``list`` is the interface's method.)"""
+
+
+class SparkWorkerProvider:
+    name: ClassVar[str] = "spark_standalone"
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "spark_home": Option(kind=str, default=""),
+        "host": Option(kind=str, default="127.0.0.1"),
+        "daemon_memory": Option(kind=str, default=""),
+        "stop_timeout_s": Option(kind=float, default=30.0, low=1, high=3600),
+    }
+
+    def __init__(self, pool: Pool, backend: Backend | None = None) -> None:
+        options = read_options(pool, self.OPTIONS)
+        self.host = str(options["host"])
+        self.daemon_memory = str(options["daemon_memory"])
+        self.stop_timeout_s = float(options["stop_timeout_s"])
+        self.spark_home = str(options["spark_home"])
+        if not _HOST.fullmatch(self.host):
+            raise InvalidPool("must be a host name or address", ("options", "host"))
+        if not _MEMORY.fullmatch(self.daemon_memory):
+            raise InvalidPool("must be a JVM heap size like 512m or 1g", ("options",
+                                                                          "daemon_memory"))
+        if self.spark_home and not Path(self.spark_home).is_absolute():
+            raise InvalidPool("must be an absolute path", ("options", "spark_home"))
+        self.settings: Any = None
+        self.root: Path | None = None
+        if backend is not None and getattr(backend, "kind", None) == "spark_standalone":
+            self.settings = backend.settings  # type: ignore[attr-defined]
+            self.root = (backend.fences.parent  # type: ignore[attr-defined]
+                         / "spark-workers" / pool.name)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        """Workers this process started (reaped once they exit)."""
+        self._lock = asyncio.Lock()
+
+    # -- the interface ---------------------------------------------------------------------
+    async def launch(self, pool: Pool, keys: Sequence[str]) -> dict[str, str]:
+        root = self._root()
+        for key in keys:
+            if not _KEY.fullmatch(key):
+                raise ProviderError(f"pool {pool.name}: key {key!r} cannot name a directory")
+        async with self._lock:
+            running = await asyncio.to_thread(self._running, root)
+            for key in keys:
+                if key not in running:
+                    await asyncio.to_thread(self._start, pool, root / key)
+        return {key: key for key in keys}
+
+    async def terminate(self, pool: Pool, provider_ids: Sequence[str]) -> None:
+        root = self._root()
+        async with self._lock:
+            running = await asyncio.to_thread(self._running, root)
+            stopping = {key: running[key] for key in provider_ids if key in running}
+            if not stopping:
+                return  # gone already
+            workers = await self._workers()
+            busy = [k for k in stopping if _jobs(self._entry(workers, root / k), workers)]
+            if busy:
+                raise NodeBusy(f"pool {pool.name}: {', '.join(busy)} has Spark work on it")
+            for key, pid in stopping.items():
+                entry = self._entry(workers, root / key)
+                if entry is not None and entry.get("state") == "ALIVE":
+                    await self._decommission(pool, key, pid, root / key)
+            for pid in stopping.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            await self._gone(pool, stopping)
+
+    async def list(self, pools: Sequence[Pool]) -> Nodes:
+        if not pools:
+            return []
+        root = self._root()
+        async with self._lock:
+            running = await asyncio.to_thread(self._running, root)
+            workers = await self._workers() if running else {}
+        out: Nodes = []
+        for key in sorted(running):
+            entry = self._entry(workers, root / key)
+            out.append(Listed(provider_id=key, pool=pools[0].name, key=key,
+                              ready=entry is not None and entry.get("state") == "ALIVE",
+                              jobs=_jobs(entry, workers)))
+        return out
+
+    # -- stopping --------------------------------------------------------------------------
+    async def _decommission(self, pool: Pool, key: str, pid: int, home: Path) -> None:
+        """SIGPWR, then wait for the master to show the worker DECOMMISSIONED; NodeBusy if
+        work reached it meanwhile (it stays decommissioned: nothing more goes there)."""
+        os.kill(pid, signal.SIGPWR)
+        deadline = time.monotonic() + self.stop_timeout_s
+        while True:
+            workers = await self._workers()
+            entry = self._entry(workers, home)
+            if _jobs(entry, workers):
+                raise NodeBusy(f"pool {pool.name}: {key} got Spark work while it was being "
+                               "decommissioned; it stays decommissioned until that work ends")
+            if entry is None or entry.get("state") != "ALIVE":
+                return
+            if time.monotonic() > deadline:
+                raise ProviderError(f"pool {pool.name}: the master still shows {key} ALIVE "
+                                    f"{self.stop_timeout_s:g} s after SIGPWR (decommission)")
+            await asyncio.sleep(0.2)
+
+    async def _gone(self, pool: Pool, stopping: dict[str, int]) -> None:
+        deadline = time.monotonic() + self.stop_timeout_s
+        while True:
+            left = [k for k, pid in stopping.items() if _alive(pid, self._reap)]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise ProviderError(f"pool {pool.name}: {', '.join(left)} still running "
+                                    f"{self.stop_timeout_s:g} s after SIGTERM (asked again "
+                                    "next time; never SIGKILL)")
+            await asyncio.sleep(0.2)
+
+    def _reap(self, pid: int) -> None:
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:
+            self._children.pop(pid, None)
+
+    # -- processes -------------------------------------------------------------------------
+    def _start(self, pool: Pool, home: Path) -> None:
+        """One worker for the key whose directory is ``home`` (argv only)."""
+        spark_home = self._spark_home()
+        home.mkdir(parents=True, exist_ok=True)
+        work = Path(self.settings.work_dir) if self.settings.work_dir else home / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        (home / "worker.conf").write_text(
+            "spark.decommission.enabled true\n"
+            f"spark.worker.ui.host {self.host}\n")
+        argv = [str(spark_home / "bin" / "spark-class"), WORKER_CLASS,
+                "--host", self.host, "--port", str(_free_port(self.host)),
+                "--webui-port", str(_free_port(self.host)),
+                "--cores", str(pool.shape.cpus), "--memory", f"{pool.shape.memory_mb}m",
+                "--work-dir", str(work), "--properties-file", str(home / "worker.conf"),
+                self.settings.master_url]
+        env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": self.host,
+               "SPARK_NO_DAEMONIZE": "1"}
+        if self.daemon_memory:
+            env["SPARK_DAEMON_MEMORY"] = self.daemon_memory
+        if self.settings.python:
+            env["PYSPARK_PYTHON"] = self.settings.python
+        with open(home / "worker.log", "wb") as log:  # this worker's log only
+            child = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self._children[child.pid] = child
+
+    def _running(self, root: Path) -> dict[str, int]:
+        """Key -> pid of every live worker of the pool: the processes whose argv gives
+        ``--properties-file <root>/<key>/worker.conf`` (the main one: spark-class's
+        short-lived helpers carry the same argv, as children of it)."""
+        for pid in list(self._children):
+            self._reap(pid)
+        found: dict[int, tuple[str, int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if b"--properties-file" not in args or b"org.apache.spark.launcher.Main" in args:
+                continue
+            conf = Path(os.fsdecode(args[args.index(b"--properties-file") + 1]))
+            fields = stat[stat.rindex(")") + 2:].split()
+            if conf.parent.parent == root and conf.name == "worker.conf" and fields[0] != "Z":
+                found[pid] = (conf.parent.name, int(fields[1]))
+        return {key: pid for pid, (key, parent) in found.items() if parent not in found}
+
+    def _spark_home(self) -> Path:
+        if self.spark_home:
+            home = Path(self.spark_home)
+        elif os.environ.get("SPARK_HOME"):
+            home = Path(os.environ["SPARK_HOME"])
+        else:
+            spec = importlib.util.find_spec("pyspark")
+            if spec is None or spec.origin is None:
+                raise ProviderError("no Spark here: set the pool's options.spark_home or "
+                                    "SPARK_HOME, or install pyspark")
+            home = Path(spec.origin).parent
+        if not (home / "bin" / "spark-class").is_file():
+            raise ProviderError(f"{home} has no bin/spark-class")
+        return home
+
+    def _root(self) -> Path:
+        if self.root is None or self.settings is None:
+            raise ProviderError("the spark_standalone provider runs only in an agent of the "
+                                "spark_standalone backend")
+        return self.root
+
+    # -- the master ------------------------------------------------------------------------
+    async def _workers(self) -> dict[str, Any]:
+        """The master's ``/json/``: its workers and active drivers."""
+        try:
+            async with httpx.AsyncClient(timeout=JSON_TIMEOUT_S) as client:
+                response = await client.get(self.settings.json_url)
+                response.raise_for_status()
+                return response.json()  # type: ignore[no-any-return]
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderError(f"cannot read the Spark master's {self.settings.json_url}: "
+                                f"{exc}") from exc
+
+    def _entry(self, master: dict[str, Any], home: Path) -> dict[str, Any] | None:
+        """The worker of key directory ``home`` in the master's ``/json/`` (by the host and
+        port its log says it bound), its ALIVE entry first."""
+        try:
+            with open(home / "worker.log", "rb") as log:
+                found = _STARTED.findall(log.read(1 << 20))
+        except OSError:
+            return None
+        if not found:
+            return None
+        host, port = found[-1][0].decode(), int(found[-1][1])
+        mine = [w for w in master.get("workers", [])
+                if w.get("host") == host and int(w.get("port", -1)) == port]
+        mine.sort(key=lambda w: w.get("state") != "ALIVE")
+        return mine[0] if mine else None
+
+
+def _jobs(entry: dict[str, Any] | None, master: dict[str, Any]) -> int:
+    """Work on the worker ``entry``: the drivers placed on it, else 1 if it has cores or
+    memory in use (executors), else 0."""
+    if entry is None:
+        return 0
+    drivers = sum(1 for d in master.get("activedrivers", []) if d.get("worker") == entry["id"])
+    used = int(entry.get("coresused") or 0) > 0 or int(entry.get("memoryused") or 0) > 0
+    return max(drivers, 1 if used else 0)
+
+
+def _alive(pid: int, reap: Any) -> bool:
+    reap(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
+def _free_port(host: str) -> int:
+    """A port free on ``host`` now (the worker's log says which it really bound)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -250,12 +250,14 @@ def _insert(db: sqlite3.Connection, table: str, columns: Sequence[str],
 def fill_sqlite(path: Path, n: int, runs: Sequence[RunRows], now: float) -> None:
     """The same rows into SQLite in one transaction, with the jobs' secondary indexes and
     the labels trigger dropped meanwhile (then made again from their own SQL, and
-    ``job_labels`` written as the trigger writes it)."""
+    ``job_labels`` written as the trigger writes it). The count triggers (migration 0011)
+    stay: they keep ``job_counts`` as the server's writes would."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("BEGIN IMMEDIATE")
         saved = db.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'jobs' "
-                           "AND type IN ('index', 'trigger') AND sql IS NOT NULL").fetchall()
+                           "AND type IN ('index', 'trigger') AND sql IS NOT NULL "
+                           "AND name NOT LIKE 'jobs_count_%'").fetchall()
         for kind, name, _ in saved:
             db.execute(f"DROP {kind.upper()} {name}")
         jobs = job_chunk(n, now, seed=1)

@@ -32,6 +32,14 @@ async def test_an_array_job_is_a_parent_with_one_job_per_element(api: Api) -> No
     assert element["state"] == "queued" and element["array_index"] == 3
 
 
+async def test_both_slurm_backends_take_an_array(api: Api) -> None:
+    for backend in ("slurm_rest", "slurm_cli"):
+        await heartbeat(api, backend)
+        r = await api.http.post("/v1/jobs", headers=api.client, json=ARRAY)
+        assert r.status_code == 201, (backend, r.text)
+        assert r.json()["job"]["elements"] == 5
+
+
 async def test_a_bad_array_is_400_naming_it(api: Api) -> None:
     for bad in ("5-1", "0-99%0", "a-b", "0-20000"):
         r = await api.http.post("/v1/jobs", headers=api.client, json={**ARRAY, "array": bad})
@@ -39,10 +47,12 @@ async def test_a_bad_array_is_400_naming_it(api: Api) -> None:
 
 
 async def test_an_array_for_a_cluster_that_cannot_run_arrays_is_400(api: Api) -> None:
-    await heartbeat(api, "slurm_rest")
+    await heartbeat(api, "livy")
     r = await api.http.post("/v1/jobs", headers=api.client, json=ARRAY)
     assert r.status_code == 400
-    assert "array" in r.json()["detail"] and "slurm_rest" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert "array" in detail and "livy" in detail
+    assert "these do: local, slurm_cli, slurm_rest" in detail
     r = await api.http.post("/v1/jobs", headers=api.client,
                             json={k: v for k, v in ARRAY.items() if k != "array"})
     assert r.status_code == 201

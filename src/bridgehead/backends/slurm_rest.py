@@ -20,6 +20,11 @@ exit code or signal, elapsed time, CPUs, nodes. Only ids slurmctld no longer hol
 more request, ONE ``GET /slurmdb/<v>/jobs?step=..``. A job unknown to both is left out of the
 answer (the agent decides, after its grace, that it is lost): never taken as succeeded.
 Cancel: ONE ``DELETE /slurm/<v>/jobs/`` for all (v0.0.38: one DELETE per job).
+
+Job arrays: ONE submit with the job's ``array``; each element is then polled, cancelled and
+read by its own ``JOBID_INDEX``, as with ``slurm_cli``. Records name an element by
+``array_job_id`` and ``array_task_id``; the array's record of its still pending elements
+carries their indices (``array_task_string``): it stands for each of them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from bridgehead.backends.slurm_rest_api import (
     cancel_failures,
     choose_version,
     describe,
+    element_records,
     errors_of,
     retry_later,
     state_name,
@@ -57,6 +63,7 @@ from bridgehead.backends.slurm_rest_options import honoured_directives
 from bridgehead.backends.slurm_rest_token import RestToken
 from bridgehead.config import SlurmSettings
 from bridgehead.domain import sbatch
+from bridgehead.domain.arrays import array_job_id
 from bridgehead.domain.clusters import OPTIONAL_REQUESTS, Capacity
 from bridgehead.domain.jobs import JobSpec, JobState
 from bridgehead.errors import BackendError, BackendUnavailable, ConfigError, SubmitRejected
@@ -187,10 +194,12 @@ class SlurmRestBackend:
         ended = [i for i, state in states.items() if slurm.to_state(state).terminal]
         ended += await self.files.node_unknown(  # once, to find a %N log path's node
             i for i, state in states.items() if slurm.to_state(state) is JobState.RUNNING)
-        if len(ended) > _ONE_BY_ONE:
+        # slurmctld answers /job/{id} of an element with its whole array: ask once per array
+        asked = list(dict.fromkeys(array_job_id(i) for i in ended))
+        if len(asked) > _ONE_BY_ONE:
             records = await self._live(api)
         else:
-            records = {r.native_id: r for i in ended for r in await self._job(api, i)}
+            records = {r.native_id: r for i in asked for r in await self._job(api, i)}
         result = {i: self._status(records[i]) for i in ended
                   if i in records and slurm.to_state(states[i]).terminal}
         for native_id, state in states.items():
@@ -206,17 +215,16 @@ class SlurmRestBackend:
         if status != 200:
             raise BackendError(f"slurmrestd job {native_id}: "
                                f"{describe(status, errors_of(body), text)}")
-        return [self._read(api.live, job) for job in body.get("jobs") or []
-                if isinstance(job, dict)]
+        return [record for job in body.get("jobs") or [] if isinstance(job, dict)
+                for record in self._read(api.live, job)]
 
     async def _live(self, api: ApiVersion) -> dict[str, JobRecord]:
         """Every job slurmctld holds, by native id: ONE request."""
         status, body, text = await self._call("jobs", "GET", api.path("jobs"))
         if status != 200:
             raise BackendError(f"slurmrestd jobs: {describe(status, errors_of(body), text)}")
-        records = (self._read(api.live, job) for job in body.get("jobs") or []
-                   if isinstance(job, dict))
-        return {record.native_id: record for record in records}
+        return {record.native_id: record for job in body.get("jobs") or []
+                if isinstance(job, dict) for record in self._read(api.live, job)}
 
     async def _accounted(self, api: ApiVersion, ids: list[str]) -> dict[str, JobRecord]:
         """slurmdbd's record of each of ``ids`` it has (the newest of requeued duplicates):
@@ -237,18 +245,21 @@ class SlurmRestBackend:
         errors = [(code, said) for code, said in errors_of(body) if code != NOTHING_FOUND]
         if status != 200 or errors:
             raise BackendError(f"slurmrestd accounting: {describe(status, errors, text)}")
-        return [self._read(api.accounted, job) for job in body.get("jobs") or []
-                if isinstance(job, dict)]
+        return [record for job in body.get("jobs") or [] if isinstance(job, dict)
+                for record in self._read(api.accounted, job)]
 
-    def _read(self, read: Callable[[Json], JobRecord], job: Json) -> JobRecord:
-        """``read(job)``, noting the node the job's batch script runs on (slurmctld's
+    def _read(self, read: Callable[[Json], JobRecord], job: Json) -> list[JobRecord]:
+        """``read(job)``: one record, or one per pending array element its record holds
+        (``N_[4-9%2]``), noting the node the job's batch script runs on (slurmctld's
         ``batch_host``, else the first of its ``nodes``)."""
-        record = read(job)
+        one = read(job)
         hosts = [h for h in (job.get("batch_host"), job.get("nodes")) if isinstance(h, str)]
         node = next((n for n in map(sbatch.first_host, hosts) if n), None)
-        if node or record.native_id not in self._nodes:
-            self._nodes[record.native_id] = node
-        return record
+        records = element_records(one)
+        for record in records:
+            if node or record.native_id not in self._nodes:
+                self._nodes[record.native_id] = node
+        return records
 
     async def cancel(self, native_ids: Sequence[str]) -> None:
         """ONE ``DELETE /slurm/<v>/jobs/`` per 200 jobs where the version has it, else one
@@ -282,7 +293,8 @@ class SlurmRestBackend:
             window = [("start_time", f"now-{self.settings.find_window_days}days"),
                       ("skip_steps", "true")]
             records += await self._accounting_jobs(api, window)
-        return slurm.tagged(tags, ((r.native_id, r.comment) for r in records))
+        # an array's elements all carry its tag: they name the array (N_3, N_[4-9] -> N)
+        return slurm.tagged(tags, ((array_job_id(r.native_id), r.comment) for r in records))
 
     async def read_log(self, native_id: str, stream: str, offset: int, limit: int) -> bytes:
         return await self.files.read_log(native_id, stream, offset, limit)

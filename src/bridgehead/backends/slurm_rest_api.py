@@ -27,6 +27,7 @@ from bridgehead.backends.slurm_rest_options import (
     script_fields,
     typed,
 )
+from bridgehead.domain.arrays import compress, expand_native_ids
 from bridgehead.domain.jobs import JobState
 from bridgehead.errors import BackendUnavailable, SubmitRejected
 
@@ -41,6 +42,9 @@ AUTH_SUSPECT = frozenset({-1, 1007, 5005})
 and cancel, 1007 from slurmdb). Ambiguous: slurmctld being down gives -1 and 5005 too."""
 _UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|Zero Bytes|"
                           r"Unable to connect to database|Connection refused", re.IGNORECASE)
+_NO_VAL = 0xFFFFFFFE
+"""Slurm's 'not set' for a 32-bit number (v0.0.38 prints it as is; NO_VAL and INFINITE)."""
+_HEX_MASK = re.compile(r"0x([0-9A-Fa-f]+)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +52,8 @@ class JobRecord:
     """One job as a slurmrestd answer describes it, whatever the version."""
 
     native_id: str
+    """The job's id, an array element's ``JOBID_INDEX``, or ``JOBID_[indices]`` for the
+    elements an array record still holds pending (:func:`record_id`)."""
     state: str
     comment: str = ""
     exit_code: int | None = None
@@ -107,7 +113,8 @@ def _job_v38(request: slurm.SlurmRequest) -> Json:
     }
     optional = {"memory_per_node": request.memory_mb, "time_limit": request.time_minutes,
                 "partition": request.partition, "account": request.account,
-                "gpus": str(request.gpus) if request.gpus else None}
+                "gpus": str(request.gpus) if request.gpus else None,
+                "array": request.array}  # sbatch's --array text, throttle and all
     return job | {key: value for key, value in optional.items() if value}
 
 
@@ -117,7 +124,9 @@ def _live_v38(job: Json) -> JobRecord:
     raw = job.get("exit_code")  # the raw wait status: 768 = exit 3, 15 = SIGTERM
     code, signum = slurm.exit_from_wait_status(raw if isinstance(raw, int) and started else None)
     return JobRecord(
-        native_id=str(job.get("job_id")), state=str(job.get("job_state") or ""),
+        native_id=record_id(job.get("job_id"), job.get("array_job_id"),
+                            job.get("array_task_id"), job.get("array_task_string")),
+        state=str(job.get("job_state") or ""),
         comment=str(job.get("comment") or ""), exit_code=code, signal=signum,
         elapsed_s=float(max(0, end - start)) if started and start else 0.0,
         cpus=_num(job.get("cpus")) if started else 0,
@@ -138,8 +147,10 @@ def _accounted_v38(job: Json) -> JobRecord:
     rss = [_num(t.get("count")) for step in job.get("steps") or []  # MaxRSS, in bytes
            for t in _dig(step, "tres", "requested", "max") or [] if t.get("type") == "mem"]
     return JobRecord(
-        native_id=str(job.get("job_id")), state=state,
-        comment=str(_dig(job, "comment", "job") or ""), exit_code=code, signal=signum,
+        native_id=record_id(job.get("job_id"), _dig(job, "array", "job_id"),
+                            _dig(job, "array", "task_id"), _dig(job, "array", "task")),
+        state=state, comment=str(_dig(job, "comment", "job") or ""), exit_code=code,
+        signal=signum,
         elapsed_s=float(_num(_dig(job, "time", "elapsed"))), cpus=tres.get("cpu", 0),
         nodes=tres.get("node", 0), max_rss_mb=max(rss) / (1 << 20) if rss else None,
         submitted=_num(_dig(job, "time", "submission")))
@@ -168,7 +179,8 @@ def _job_v40(request: slurm.SlurmRequest) -> Json:
     optional = {"memory_per_node": request.memory_mb and number(request.memory_mb),
                 "time_limit": request.time_minutes and number(request.time_minutes),
                 "partition": request.partition, "account": request.account,
-                "tres_per_job": f"gres/gpu:{request.gpus}" if request.gpus else None}
+                "tres_per_job": f"gres/gpu:{request.gpus}" if request.gpus else None,
+                "array": request.array}  # a string, as sbatch's --array
     return job | {key: value for key, value in optional.items() if value}
 
 
@@ -206,7 +218,9 @@ def _live_v40(job: Json) -> JobRecord:
     start, end = _num(job.get("start_time")), _num(job.get("end_time"))
     code, signum = exit_of(job.get("exit_code")) if started else (None, None)
     return JobRecord(
-        native_id=str(job.get("job_id")), state=state_name(job.get("job_state")),
+        native_id=record_id(job.get("job_id"), job.get("array_job_id"),
+                            job.get("array_task_id"), job.get("array_task_string")),
+        state=state_name(job.get("job_state")),
         comment=str(job.get("comment") or ""), exit_code=code, signal=signum,
         elapsed_s=float(max(0, end - start)) if started and start else 0.0,
         cpus=_num(job.get("cpus")) if started else 0,
@@ -342,6 +356,43 @@ def cancel_failures(body: Json) -> list[str]:
             f"{_dig(entry, 'error', 'message')}"
             for entry in body.get("status") or [] if isinstance(entry, dict)
             and _dig(entry, "error", "code") != INVALID_JOB_ID]
+
+
+def record_id(job_id: Any, array_job_id: Any, task_id: Any, tasks: Any) -> str:
+    """The native id of a job record: its job id; an array element's ``JOBID_INDEX``
+    (``array_job_id`` and ``array_task_id``, plain or wrapped numbers); the array record that
+    still holds pending elements, ``JOBID_[indices]`` as squeue prints it (its task string,
+    which accounting may give as a hex bit mask, ``0x1E`` = 1-4)."""
+    array, task = _set_num(array_job_id), _set_num(task_id)
+    if not array:
+        return str(_set_num(job_id) if _set_num(job_id) is not None else job_id)
+    if task is not None:
+        return f"{array}_{task}"
+    text = tasks.strip() if isinstance(tasks, str) else ""
+    if match := _HEX_MASK.fullmatch(text):
+        bits = int(match[1], 16)
+        text = compress([i for i in range(bits.bit_length()) if bits >> i & 1]) if bits else ""
+    return f"{array}_[{text}]" if text else str(array)
+
+
+def element_records(record: JobRecord) -> list[JobRecord]:
+    """``record``, or one record per element when it is an array's record of pending
+    elements (``N_[4-9%2]``: each of them is pending)."""
+    if "[" not in record.native_id:
+        return [record]
+    return [dataclasses.replace(record, native_id=native_id)
+            for native_id in expand_native_ids(record.native_id)]
+
+
+def _set_num(value: Any) -> int | None:
+    """A plain int or a set and finite wrapped number, below Slurm's NO_VAL; else None."""
+    if isinstance(value, dict):
+        if not value.get("set") or value.get("infinite"):
+            return None
+        value = value.get("number")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _NO_VAL:
+        return value
+    return None
 
 
 def describe(status: int, errors: Errors, text: str = "") -> str:

@@ -156,7 +156,7 @@ def typed(option: str, value: str, convert: Callable[[str], Any] | None) -> Any:
 CARRIED = frozenset({"ntasks", "cpus-per-task", "nodes", "job-name", "output", "error",
                      "chdir", "array"})
 """Directives whose value the request always carries (its tasks, CPUs, nodes, name, log
-paths, working dir; an array is refused before it reaches slurmrestd)."""
+paths, working dir, array indices)."""
 _COUNT = re.compile(r"[1-9][0-9]{0,5}")
 
 

@@ -21,12 +21,13 @@ from dataclasses import replace
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition, Usage, array_indices
 from bridgehead.errors import InvalidSpec
 
-ARRAY_BACKENDS = frozenset({"slurm_cli", "local"})
+ARRAY_BACKENDS = frozenset({"slurm_cli", "slurm_rest", "local"})
 """Backends that run an array job and poll its elements (``N_<index>``): Slurm's one
-``sbatch --array``; the local backend's one process per element."""
-FANOUT_BACKENDS = frozenset({"slurm_cli"})
+``sbatch --array`` (or slurmrestd submit with the job's ``array``); the local backend's one
+process per element."""
+FANOUT_BACKENDS = frozenset({"slurm_cli", "slurm_rest"})
 """Backends on which a workflow fan-out is submitted as one array (:func:`fanout_array`):
-one sbatch instead of one per item."""
+one submission instead of one per item."""
 
 
 def element_id(parent_id: str, index: int) -> str:

@@ -59,8 +59,8 @@ async def _refuse_arrays(request: Request, specs: list[JobSpec]) -> None:
         backend = backends.get(spec.cluster)
         if spec.array is not None and backend is not None and backend not in ARRAY_BACKENDS:
             raise InvalidSpec(f"array: cluster {spec.cluster!r} runs jobs with the {backend} "
-                              "backend, which does not run job arrays "
-                              f"({' and '.join(sorted(ARRAY_BACKENDS))} do)")
+                              "backend, which does not run job arrays (these do: "
+                              f"{', '.join(sorted(ARRAY_BACKENDS))})")
 
 
 async def _refuse_spark(request: Request, specs: list[JobSpec]) -> None:

@@ -60,6 +60,9 @@ _KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _MEMORY = re.compile(r"|[1-9][0-9]*[kmgKMG]")
 _STARTED = re.compile(rb"Starting Spark worker (\S+):(\d+) with")
+_SIGPWR_HANDLED = b"Registering SIGPWR handler to trigger decommissioning"
+"""The worker's log line once SIGPWR means decommission (without it, SIGPWR ends the worker:
+never sent then, the worker is not ALIVE or its decommission is off)."""
 JSON_TIMEOUT_S = 10.0
 Nodes = list[Listed]
 """(An alias: inside the provider class, ``list`` is the interface's method.)"""
@@ -123,7 +126,8 @@ class SparkWorkerProvider:
                 raise NodeBusy(f"pool {pool.name}: {', '.join(busy)} has Spark work on it")
             for key, pid in stopping.items():
                 entry = self._entry(workers, root / key)
-                if entry is not None and entry.get("state") == "ALIVE":
+                if entry is not None and entry.get("state") == "ALIVE" and _log_has(
+                        root / key, _SIGPWR_HANDLED):
                     await self._decommission(pool, key, pid, root / key)
             for pid in stopping.values():
                 with contextlib.suppress(ProcessLookupError):
@@ -269,11 +273,7 @@ class SparkWorkerProvider:
     def _entry(self, master: dict[str, Any], home: Path) -> dict[str, Any] | None:
         """The worker of key directory ``home`` in the master's ``/json/`` (by the host and
         port its log says it bound), its ALIVE entry first."""
-        try:
-            with open(home / "worker.log", "rb") as log:
-                found = _STARTED.findall(log.read(1 << 20))
-        except OSError:
-            return None
+        found = _STARTED.findall(_log(home))
         if not found:
             return None
         host, port = found[-1][0].decode(), int(found[-1][1])
@@ -291,6 +291,19 @@ def _jobs(entry: dict[str, Any] | None, master: dict[str, Any]) -> int:
     drivers = sum(1 for d in master.get("activedrivers", []) if d.get("worker") == entry["id"])
     used = int(entry.get("coresused") or 0) > 0 or int(entry.get("memoryused") or 0) > 0
     return max(drivers, 1 if used else 0)
+
+
+def _log(home: Path) -> bytes:
+    """The start of the worker's log (its first MiB: where Spark says how it started)."""
+    try:
+        with open(home / "worker.log", "rb") as log:
+            return log.read(1 << 20)
+    except OSError:
+        return b""
+
+
+def _log_has(home: Path, line: bytes) -> bool:
+    return line in _log(home)
 
 
 def _alive(pid: int, reap: Any) -> bool:

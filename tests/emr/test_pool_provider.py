@@ -182,3 +182,16 @@ async def test_the_pools_cluster_must_be_kept(sim: EmrSimulator, tmp_path: Path)
     with pytest.raises(InvalidPool, match="min_clusters") as refused:
         EmrProvider(pool(), backend(sim, tmp_path, min_clusters=0))
     assert refused.value.loc == ("options", "cluster_id")
+
+
+async def test_nodes_of_a_cluster_that_died_are_gone(sim: EmrSimulator, tmp_path: Path) -> None:
+    """A spot loss of the whole cluster: its nodes are no longer listed (the scaler calls them
+    lost) and terminating them asks EMR nothing."""
+    emr, cid = await cluster_of(sim, tmp_path)
+    p = pool()
+    provider = EmrProvider(p, emr)
+    made = await provider.launch(p, ["n1"])
+    sim.kill(cid)
+    assert await provider.list([p]) == []
+    await provider.terminate(p, [made["n1"]])
+    assert sim.calls["ModifyInstanceGroups"] == 0

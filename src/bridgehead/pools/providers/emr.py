@@ -194,13 +194,11 @@ class EmrProvider:
             for pid in provider_ids:
                 cid, _, gid = pid.partition("/")
                 by_cluster.setdefault(cid, []).append(gid)
+            live = {cid for cid, _ in await self._clusters()}
             for cid, gids in by_cluster.items():
-                try:
-                    groups = {g["Id"]: Slot.of(g) for g in await self._groups(cid)}
-                except ProviderError:
-                    if cid in [c for c, _ in await self._clusters()]:
-                        raise
+                if cid not in live:
                     continue  # the cluster is gone, and its nodes with it
+                groups = {g["Id"]: Slot.of(g) for g in await self._groups(cid)}
                 held = [groups[g] for g in gids if g in groups and groups[g].requested > 0]
                 if any(s.running for s in held) and await self._working(cid):
                     raise NodeBusy(f"pool {pool.name}: cluster {cid} is running steps, which "

@@ -62,6 +62,10 @@ async def listed_until(provider: SparkWorkerProvider, p: Pool,
         await asyncio.sleep(0.5)
 
 
+def environ_of(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 @pytest.fixture
 def cleanup() -> Iterator[list[int]]:
     """Worker pids to stop if a test leaves them (SIGTERM: the lab is shared)."""
@@ -75,7 +79,9 @@ def cleanup() -> Iterator[list[int]]:
 
 
 async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
-        spark_lab: SparkLab, tmp_path: Path, cleanup: list[int]) -> None:
+        spark_lab: SparkLab, tmp_path: Path, cleanup: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGEHEAD_TOKEN", "agent-secret")  # never passed on to a worker
     backend = spark_lab.backend(tmp_path / "state")
     p = pool()
     provider = make(p, backend)
@@ -86,6 +92,8 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
         root = tmp_path / "state" / "spark-workers" / "sw"
         running = provider._running(root)
         cleanup.extend(running.values())
+        [pid] = running.values()
+        assert b"agent-secret" not in environ_of(pid)
         [node] = await listed_until(provider, p, lambda n: bool(n) and n[0].ready)
         assert (node.key, node.jobs) == ("k1", 0)
         ours = [w for w in alive_workers(spark_lab) if w["cores"] == CORES]

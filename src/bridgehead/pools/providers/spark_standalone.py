@@ -30,7 +30,8 @@ terminate waits for the stopped worker to exit; default 30).
   after ``stop_timeout_s`` is an error, and the next terminate asks again.
 
 Commands are argv lists (never a shell string); the workers run in sessions of their own, so
-an agent that stops does not take them along (a restarted agent finds them by their key).
+an agent that stops does not take them along (a restarted agent finds them by their key). A
+worker gets only :data:`ENV_KEPT` of the agent's environment: what it starts runs users' code.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ _SIGPWR_HANDLED = b"Registering SIGPWR handler to trigger decommissioning"
 """The worker's log line once SIGPWR means decommission (without it, SIGPWR ends the worker:
 never sent then, the worker is not ALIVE or its decommission is off)."""
 JSON_TIMEOUT_S = 10.0
+ENV_KEPT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "JAVA_HOME"})
+"""All a worker gets of the agent's environment (with ``LC_*``): the executors and drivers it
+starts inherit its environment, and they run users' code, so the agent's token and cloud
+credentials must not be in it."""
 Nodes = list[Listed]
 """(An alias: inside the provider class, ``list`` is the interface's method.)"""
 
@@ -201,8 +206,8 @@ class SparkWorkerProvider:
                 "--cores", str(pool.shape.cpus), "--memory", f"{pool.shape.memory_mb}m",
                 "--work-dir", str(work), "--properties-file", str(home / "worker.conf"),
                 self.settings.master_url]
-        env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": self.host,
-               "SPARK_NO_DAEMONIZE": "1"}
+        env = {k: v for k, v in os.environ.items() if k in ENV_KEPT or k.startswith("LC_")}
+        env.update(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP=self.host, SPARK_NO_DAEMONIZE="1")
         if self.daemon_memory:
             env["SPARK_DAEMON_MEMORY"] = self.daemon_memory
         if self.settings.python:

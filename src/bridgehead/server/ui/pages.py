@@ -22,6 +22,7 @@ from bridgehead.server.jobs import list_scope
 from bridgehead.server.runs import _visible as visible_run
 from bridgehead.server.sessions import ui_store
 from bridgehead.server.ui.dag import layout
+from bridgehead.server.ui.live import follow
 from bridgehead.server.ui.views import FAILED_STATES, render
 from bridgehead.store.ui_sql import COUNT_CAP, JobQuery
 from bridgehead.workflows.launch import spec_of
@@ -81,7 +82,7 @@ async def overview(request: Request, p: ClientOrAdmin) -> HTMLResponse:
     run_counts = await store.task_counts([r.id for r in runs])
     return render(request, "overview.html", title="Overview", clusters=clusters, now=now,
                   counts=counts, cap=COUNT_CAP, failures=failures, runs=runs,
-                  run_counts=run_counts, states=list(JobState))
+                  run_counts=run_counts, states=list(JobState), live=await follow(request))
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -179,6 +180,7 @@ async def run(request: Request, run_id: str, p: ClientOrAdmin) -> HTMLResponse:
     retry = [t for t in view.retryable if t.key in again]
     return render(request, "run.html", title=f"Run {found.workflow}", run=found, steps=steps,
                   by_step=by_step, retry=retry, now=time.time(), dag=layout(steps),
+                  live=await follow(request, f"runs/{run_id}"),
                   gantt=_gantt(found.created_at, view.first_started, view.started, time.time()))
 
 

@@ -1,21 +1,17 @@
 // Bridgehead web UI: live updates on top of pages that work without JavaScript.
 // Logs follow a running job by long-polling /v1/jobs/{id}/logs (the session cookie
 // authenticates it); the events page long-polls /v1/events. Each shows its connection state
-// (live / reconnecting / offline). A log's DOM is bounded: past MAX_CHARS the oldest text is
-// dropped and "load earlier" fetches it again by offset. The workflow editor's tabs, save and
-// download are here too; its form is editor.js's.
+// through live.js's indicator (live / reconnecting… / offline). A log's DOM is bounded: past
+// MAX_CHARS the oldest text is dropped and "load earlier" fetches it again by offset. The
+// workflow editor's tabs, save and download are here too; its form is editor.js's.
 "use strict";
 
 const MAX_CHARS = 512 * 1024;
 const PART = 64 * 1024;
 const WAIT_S = 25;
 
-function showState(text) {
-  for (const el of document.querySelectorAll("[data-live-state]")) {
-    el.hidden = false;
-    el.textContent = text;
-    el.dataset.value = text.split(" ")[0];
-  }
+function showState(kind, note) {  // live.js's indicator
+  if (window.BridgeheadLive) window.BridgeheadLive.show(kind, note);
 }
 
 function backoff(failures) {
@@ -44,7 +40,7 @@ async function follow(pre) {
   showState("live");
   for (;;) {
     if (pre.dataset.follow !== "yes") {  // "load earlier" filled the page: its end was dropped
-      showState("paused (reload to follow)");
+      showState("paused", "paused (reload to follow)");
       return;
     }
     const url = `/v1/jobs/${job}/logs?stream=${stream}&offset=${pre.dataset.end}&wait=${WAIT_S}`;
@@ -53,12 +49,12 @@ async function follow(pre) {
       response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
     } catch (err) {
       failures += 1;
-      showState(navigator.onLine === false || failures > 3 ? "offline (retrying)" : "reconnecting");
+      showState(navigator.onLine === false || failures > 3 ? "offline" : "reconnecting");
       await sleep(backoff(failures));
       continue;
     }
     if (!response.ok) {
-      showState(response.status === 401 ? "offline (log in again)" : `offline (HTTP ${response.status})`);
+      showState("offline", response.status === 401 ? "log in again" : `HTTP ${response.status}`);
       return;
     }
     failures = 0;
@@ -78,7 +74,7 @@ async function follow(pre) {
       badge.className = `state s-${state}`;
     }
     if (!data && ["succeeded", "failed", "cancelled", "timed_out", "lost"].includes(state)) {
-      showState(`ended (${state})`);
+      showState("ended", `ended (${state})`);
       return;
     }
   }
@@ -138,13 +134,13 @@ async function tailEvents(body) {
       const response = await fetch(`/v1/events?after=${after}&limit=500&wait=${WAIT_S}`,
                                    { credentials: "same-origin", cache: "no-store" });
       if (!response.ok) {
-        showState(`offline (HTTP ${response.status})`);
+        showState("offline", `HTTP ${response.status}`);
         return;
       }
       page = await response.json();
     } catch (err) {
       failures += 1;
-      showState(navigator.onLine === false || failures > 3 ? "offline (retrying)" : "reconnecting");
+      showState(navigator.onLine === false || failures > 3 ? "offline" : "reconnecting");
       await sleep(backoff(failures));
       continue;
     }
@@ -369,5 +365,8 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const events = document.getElementById("events");
   if (events) tailEvents(events);
-  window.addEventListener("offline", () => showState("offline (retrying)"));
+  window.addEventListener("offline", () => showState("offline"));
+  document.addEventListener("bridgehead:updated", (e) => {  // live.js reloaded a part
+    for (const list of e.target.querySelectorAll(".gantt")) drawGantt(list);
+  });
 });

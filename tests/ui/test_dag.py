@@ -59,7 +59,11 @@ def drawing(page: Page) -> tuple[dict[str, dict[str, Any]], set[tuple[str, str]]
         x: +a.querySelector('rect').getAttribute('x'),
         y: +a.querySelector('rect').getAttribute('y'),
         w: +a.querySelector('rect').getAttribute('width'),
-        h: +a.querySelector('rect').getAttribute('height')}))""")
+        h: +a.querySelector('rect').getAttribute('height'),
+        fits: [...a.querySelectorAll('text')].every(t => {  // as the browser laid it out
+            const b = t.getBBox(), r = a.querySelector('rect').getBBox();
+            return b.x >= r.x && b.x + b.width <= r.x + r.width
+                && b.y >= r.y && b.y + b.height <= r.y + r.height; })}))""")
     edges = page.eval_on_selector_all("svg.dag path.edge",
                                       "els => els.map(p => [p.dataset.from, p.dataset.to])")
     size = page.eval_on_selector("svg.dag", "s => ({w: +s.getAttribute('width'), "
@@ -108,7 +112,7 @@ def test_diamond_with_a_fan_out_is_drawn_as_the_run_is(site: Site, browser: Brow
         for n in nodes.values():
             assert n["x"] >= 0 and n["y"] >= 0
             assert n["x"] + n["w"] <= size["w"] and n["y"] + n["h"] <= size["h"]
-            assert n["href"] == f"#step-{n['step']}"
+            assert n["href"] == f"#step-{n['step']}" and n["fits"], n
             assert page.locator(f"#step-{n['step']} h3").count() == 1  # the link's target
         page.click("svg.dag a.node[data-step=right]")
         assert page.url.endswith("#step-right")
@@ -136,7 +140,7 @@ def test_sixty_steps_are_drawn_without_overlap(site: Site, browser: Browser) -> 
             for n in nodes.values():
                 assert n["x"] + n["w"] <= size["w"] and n["y"] + n["h"] <= size["h"]
                 assert n["text"][0] == n["step"] or n["text"][0].endswith("…")
-                assert len(n["text"][0]) <= 24
+                assert len(n["text"][0]) <= 22 and n["fits"], n
             # the drawing keeps its size (the box scrolls): text stays readable at 320 px
             box = page.locator("svg.dag").bounding_box()
             assert box is not None and box["width"] == size["w"]

@@ -60,7 +60,8 @@ def test_installed_wheel_serves_the_ui(tmp_path: Path) -> None:
         login = httpx.get(f"{url}/ui/login")
         assert login.status_code == 200 and 'name="token"' in login.text
         for asset, kind in (("ui.js", "javascript"), ("editor.js", "javascript"),
-                            ("ui.css", "css"), ("favicon.svg", "svg")):
+                            ("live.js", "javascript"), ("ui.css", "css"),
+                            ("favicon.svg", "svg")):
             r = httpx.get(f"{url}/ui/static/{asset}")
             assert r.status_code == 200 and kind in r.headers["content-type"], asset
     finally:

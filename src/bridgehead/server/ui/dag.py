@@ -17,15 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-NODE_W = 190
-"""Width of a node (px): room for about 26 characters at the node's font size."""
+NODE_W = 200
+"""Width of a node (px): room for about 24 characters at the node's font size."""
 GAP_X = 24
 GAP_Y = 56
 """Space between rows, where the edges run."""
 MARGIN = 8
 LINE_H = 16
 PAD_Y = 10
-LABEL_CHARS = 24
+LABEL_CHARS = 22
 """A step id longer than this is cut (with an ellipsis) on its node; its title has it all."""
 MAX_STEPS = 400
 """Past this many steps the page lists the steps without a drawing (it would not read)."""

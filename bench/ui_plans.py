@@ -17,7 +17,7 @@ import ui_data
 from bridgehead.domain.jobs import JobState
 from bridgehead.store import create_store
 from bridgehead.store.postgres import to_positional
-from bridgehead.store.ui_sql import JobQuery
+from bridgehead.store.ui_sql import JobQuery, counted_exactly
 
 USING = re.compile(r"USING (?:COVERING )?(?:INDEX (\S+)|(?:INTEGER )?PRIMARY KEY)")
 """An index in a line of SQLite's EXPLAIN QUERY PLAN."""
@@ -78,7 +78,8 @@ def _pg_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def check_plans(dsn: str, kind: str) -> dict[str, Any]:
-    """Each filter value's plan: the indexes it reads and whether it scans a whole table
+    """Each filter value's plans (the page's query, and its bounded count where the kept
+    counts cannot answer it): the indexes they read and whether one scans a whole table
     (``jobs`` or ``job_labels``) instead."""
     store: Any = create_store(dsn)
     await store.open()
@@ -88,8 +89,11 @@ async def check_plans(dsn: str, kind: str) -> dict[str, Any]:
             for name, values in FILTERS.items():
                 indexes: set[str] = set()
                 scans: list[str] = []
-                for params in values:
-                    sql, args = store.query_jobs_sql(query_of(params), limit=PAGE_ROWS)
+                queries = [(params, store.query_jobs_sql(query_of(params), limit=PAGE_ROWS))
+                           for params in values]
+                queries += [(params, store.count_jobs_sql(query_of(params)))
+                            for params in values if not counted_exactly(query_of(params))]
+                for params, (sql, args) in queries:
                     if kind == "postgres":
                         [row] = await conn.fetch("EXPLAIN (FORMAT JSON) " + sql, args)
                         plan = json.loads(row["QUERY PLAN"])[0]["Plan"]

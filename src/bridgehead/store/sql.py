@@ -339,7 +339,10 @@ class SqlJobStore(abc.ABC):
             if getattr(flt, column) is not None:
                 where.append(f"{column} = :{column}")
                 params[column] = getattr(flt, column)
-        if states and flt.states:
+        if states and len(flt.states) == 1:  # jobs_state gives it in id order
+            where.append("state = :state")
+            params["state"] = flt.states[0].value
+        elif states and flt.states:
             where.append(f"state IN {self._ids_sql('states')}")
             params["states"] = self._ids_value([s.value for s in flt.states])
         for i, (key, value) in enumerate(flt.labels):

@@ -16,6 +16,7 @@ import asyncpg
 
 from bridgehead.domain.jobs import ACTIVE, JobSpec, JobState, Transition
 from bridgehead.store import JobStore, create_store
+from bridgehead.store.migrations import CREATE_TABLE, _statements, migrations
 from bridgehead.store.ui_sql import COUNT_CAP, JobQuery, UiStore
 
 Key = tuple[str, str, str]
@@ -202,3 +203,44 @@ async def test_tally_samples_each_cluster_per_hour(store: JobStore) -> None:
     assert [(s.queued_max, s.running_max) for s in got["c1"]] == [(1, 0), (1, 0)]
     await ui.tally(hour + 3 * 86400)  # older than two days is dropped
     assert [s.hour for s in (await ui.cluster_history(since=0))["c0"]] == [hour + 3 * 86400]
+
+
+async def test_the_migration_counts_the_jobs_already_stored(store_dsn: str) -> None:
+    """A store with jobs from before migration 0011: its counts start from them."""
+    rows = [(f"j{i:03d}", f"c{i % 2}", f"t{i % 3}", ("queued", "running", "failed")[i % 3])
+            for i in range(40)]
+    insert = ("INSERT INTO jobs (id, cluster, tenant, state, spec, created_at, updated_at) "
+              "VALUES ({}, '{{}}', 0, 0)")
+    if store_dsn.startswith("sqlite"):
+        db = sqlite3.connect(store_dsn.removeprefix("sqlite:///"))
+        db.execute(CREATE_TABLE)
+        for version, name, sql in migrations("sqlite"):
+            if version < 11:
+                for statement in _statements(sql):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, name))
+        db.executemany(insert.format("?, ?, ?, ?"), rows)
+        db.commit()
+        db.close()
+    else:
+        conn = await asyncpg.connect(store_dsn)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            await conn.execute(CREATE_TABLE)
+            for version, name, sql in migrations("postgres"):
+                if version < 11:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                                       version, name)
+            await conn.executemany(insert.format("$1, $2, $3, $4"), rows)
+        finally:
+            await conn.close()
+    store = create_store(store_dsn)
+    await store.open()  # applies 0011 and later
+    try:
+        truth = await check(store, store_dsn)
+        assert sum(truth.values()) == 40
+        await store.submit([spec(1)])
+        assert sum((await check(store, store_dsn)).values()) == 41
+    finally:
+        await store.close()

@@ -22,6 +22,7 @@ from bridgehead.domain.pools import InvalidPool, Pool, pool_from_dict
 from bridgehead.domain.spark import SparkApp
 from bridgehead.pools.providers import make
 from bridgehead.pools.providers.base import Listed, NodeBusy
+from bridgehead.pools.providers.spark_procs import running
 from bridgehead.pools.providers.spark_standalone import SparkWorkerProvider
 from tests.spark.conftest import SparkLab
 from tests.spark.test_backend import new_id, until
@@ -90,9 +91,9 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
     try:
         assert await provider.launch(p, ["k1"]) == {"k1": "k1"}
         root = tmp_path / "state" / "spark-workers" / "sw"
-        running = provider._running(root)
-        cleanup.extend(running.values())
-        [pid] = running.values()
+        workers = running(root)
+        cleanup.extend(workers.values())
+        [pid] = workers.values()
         assert b"agent-secret" not in environ_of(pid)
         [node] = await listed_until(provider, p, lambda n: bool(n) and n[0].ready)
         assert (node.key, node.jobs) == ("k1", 0)
@@ -103,7 +104,7 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
         assert await provider.launch(p, ["k1"]) == {"k1": "k1"}
         assert await make(p, spark_lab.backend(tmp_path / "state")).launch(p, ["k1"]) == \
             {"k1": "k1"}
-        assert provider._running(root) == running
+        assert running(root) == workers
         assert len(alive_workers(spark_lab)) == before + 1
 
         # an application only our worker can hold runs on it
@@ -118,14 +119,14 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
         [node] = await listed_until(provider, p, lambda n: n[0].jobs > 0)
         with pytest.raises(NodeBusy, match="k1 has Spark work"):
             await provider.terminate(p, ["k1"])
-        assert provider._running(root) == running  # still there, its driver too
+        assert running(root) == workers  # still there, its driver too
         gate.touch()
         assert (await until(backend, nid, {JobState.SUCCEEDED, JobState.FAILED})).state \
             is JobState.SUCCEEDED
 
         await listed_until(provider, p, lambda n: n[0].jobs == 0)
         await provider.terminate(p, ["k1"])
-        assert provider._running(root) == {}
+        assert running(root) == {}
         assert await provider.list([p]) == []
         assert not [w for w in alive_workers(spark_lab) if w["cores"] == CORES]
         await provider.terminate(p, ["k1"])  # gone already: not an error

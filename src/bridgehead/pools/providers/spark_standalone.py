@@ -31,18 +31,17 @@ terminate waits for the stopped worker to exit; default 30).
 
 Commands are argv lists (never a shell string); the workers run in sessions of their own, so
 an agent that stops does not take them along (a restarted agent finds them by their key). A
-worker gets only :data:`ENV_KEPT` of the agent's environment: what it starts runs users' code.
+worker gets only a few of the agent's environment variables (``spark_procs.ENV_KEPT``): what
+it starts runs users' code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -53,10 +52,10 @@ import httpx
 
 from bridgehead.backends.base import Backend
 from bridgehead.domain.pools import InvalidPool, Pool
+from bridgehead.pools.providers import spark_procs as procs
 from bridgehead.pools.providers.base import Listed, NodeBusy, ProviderError
 from bridgehead.pools.providers.options import Option, read_options
 
-WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 _KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _MEMORY = re.compile(r"|[1-9][0-9]*[kmgKMG]")
@@ -65,10 +64,6 @@ _SIGPWR_HANDLED = b"Registering SIGPWR handler to trigger decommissioning"
 """The worker's log line once SIGPWR means decommission (without it, SIGPWR ends the worker:
 never sent then, the worker is not ALIVE or its decommission is off)."""
 JSON_TIMEOUT_S = 10.0
-ENV_KEPT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "JAVA_HOME"})
-"""All a worker gets of the agent's environment (with ``LC_*``): the executors and drivers it
-starts inherit its environment, and they run users' code, so the agent's token and cloud
-credentials must not be in it."""
 Nodes = list[Listed]
 """(An alias: inside the provider class, ``list`` is the interface's method.)"""
 
@@ -131,8 +126,8 @@ class SparkWorkerProvider:
                 raise NodeBusy(f"pool {pool.name}: {', '.join(busy)} has Spark work on it")
             for key, pid in stopping.items():
                 entry = self._entry(workers, root / key)
-                if entry is not None and entry.get("state") == "ALIVE" and _log_has(
-                        root / key, _SIGPWR_HANDLED):
+                handled = _SIGPWR_HANDLED in procs.log_of(root / key)
+                if entry is not None and entry.get("state") == "ALIVE" and handled:
                     await self._decommission(pool, key, pid, root / key)
             for pid in stopping.values():
                 with contextlib.suppress(ProcessLookupError):
@@ -176,7 +171,7 @@ class SparkWorkerProvider:
     async def _gone(self, pool: Pool, stopping: dict[str, int]) -> None:
         deadline = time.monotonic() + self.stop_timeout_s
         while True:
-            left = [k for k, pid in stopping.items() if _alive(pid, self._reap)]
+            left = [k for k, pid in stopping.items() if not self._reap(pid) and procs.alive(pid)]
             if not left:
                 return
             if time.monotonic() > deadline:
@@ -185,77 +180,41 @@ class SparkWorkerProvider:
                                     "next time; never SIGKILL)")
             await asyncio.sleep(0.2)
 
-    def _reap(self, pid: int) -> None:
+    def _reap(self, pid: int) -> bool:
+        """Reap ``pid`` if it is an exited child of ours; True if it was."""
         child = self._children.get(pid)
         if child is not None and child.poll() is not None:
             self._children.pop(pid, None)
+            return True
+        return False
 
     # -- processes -------------------------------------------------------------------------
     def _start(self, pool: Pool, home: Path) -> None:
         """One worker for the key whose directory is ``home`` (argv only)."""
-        spark_home = self._spark_home()
+        spark = procs.spark_home(self.spark_home)
         home.mkdir(parents=True, exist_ok=True)
         work = Path(self.settings.work_dir) if self.settings.work_dir else home / "work"
         work.mkdir(parents=True, exist_ok=True)
-        (home / "worker.conf").write_text(
-            "spark.decommission.enabled true\n"
-            f"spark.worker.ui.host {self.host}\n")
-        argv = [str(spark_home / "bin" / "spark-class"), WORKER_CLASS,
-                "--host", self.host, "--port", str(_free_port(self.host)),
-                "--webui-port", str(_free_port(self.host)),
+        (home / procs.CONF).write_text("spark.decommission.enabled true\n"
+                                       f"spark.worker.ui.host {self.host}\n")
+        argv = [str(spark / "bin" / "spark-class"), procs.WORKER_CLASS,
+                "--host", self.host, "--port", str(procs.free_port(self.host)),
+                "--webui-port", str(procs.free_port(self.host)),
                 "--cores", str(pool.shape.cpus), "--memory", f"{pool.shape.memory_mb}m",
-                "--work-dir", str(work), "--properties-file", str(home / "worker.conf"),
+                "--work-dir", str(work), "--properties-file", str(home / procs.CONF),
                 self.settings.master_url]
-        env = {k: v for k, v in os.environ.items() if k in ENV_KEPT or k.startswith("LC_")}
-        env.update(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP=self.host, SPARK_NO_DAEMONIZE="1")
-        if self.daemon_memory:
-            env["SPARK_DAEMON_MEMORY"] = self.daemon_memory
-        if self.settings.python:
-            env["PYSPARK_PYTHON"] = self.settings.python
-        with open(home / "worker.log", "wb") as log:  # this worker's log only
+        env = procs.worker_env(spark, self.host, self.daemon_memory, self.settings.python)
+        with open(home / procs.LOG, "wb") as log:  # this worker's log only
             child = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self._children[child.pid] = child
 
     def _running(self, root: Path) -> dict[str, int]:
-        """Key -> pid of every live worker of the pool: the processes whose argv gives
-        ``--properties-file <root>/<key>/worker.conf`` (the main one: spark-class's
-        short-lived helpers carry the same argv, as children of it)."""
+        """Key -> pid of the pool's live workers (the exited children reaped first)."""
         for pid in list(self._children):
             self._reap(pid)
-        found: dict[int, tuple[str, int]] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            try:
-                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            if b"--properties-file" not in args or b"org.apache.spark.launcher.Main" in args:
-                continue
-            conf = Path(os.fsdecode(args[args.index(b"--properties-file") + 1]))
-            fields = stat[stat.rindex(")") + 2:].split()
-            if conf.parent.parent == root and conf.name == "worker.conf" and fields[0] != "Z":
-                found[pid] = (conf.parent.name, int(fields[1]))
-        return {key: pid for pid, (key, parent) in found.items() if parent not in found}
-
-    def _spark_home(self) -> Path:
-        if self.spark_home:
-            home = Path(self.spark_home)
-        elif os.environ.get("SPARK_HOME"):
-            home = Path(os.environ["SPARK_HOME"])
-        else:
-            spec = importlib.util.find_spec("pyspark")
-            if spec is None or spec.origin is None:
-                raise ProviderError("no Spark here: set the pool's options.spark_home or "
-                                    "SPARK_HOME, or install pyspark")
-            home = Path(spec.origin).parent
-        if not (home / "bin" / "spark-class").is_file():
-            raise ProviderError(f"{home} has no bin/spark-class")
-        return home
+        return procs.running(root)
 
     def _root(self) -> Path:
         if self.root is None or self.settings is None:
@@ -278,7 +237,7 @@ class SparkWorkerProvider:
     def _entry(self, master: dict[str, Any], home: Path) -> dict[str, Any] | None:
         """The worker of key directory ``home`` in the master's ``/json/`` (by the host and
         port its log says it bound), its ALIVE entry first."""
-        found = _STARTED.findall(_log(home))
+        found = _STARTED.findall(procs.log_of(home))
         if not found:
             return None
         host, port = found[-1][0].decode(), int(found[-1][1])
@@ -296,32 +255,3 @@ def _jobs(entry: dict[str, Any] | None, master: dict[str, Any]) -> int:
     drivers = sum(1 for d in master.get("activedrivers", []) if d.get("worker") == entry["id"])
     used = int(entry.get("coresused") or 0) > 0 or int(entry.get("memoryused") or 0) > 0
     return max(drivers, 1 if used else 0)
-
-
-def _log(home: Path) -> bytes:
-    """The start of the worker's log (its first MiB: where Spark says how it started)."""
-    try:
-        with open(home / "worker.log", "rb") as log:
-            return log.read(1 << 20)
-    except OSError:
-        return b""
-
-
-def _log_has(home: Path, line: bytes) -> bool:
-    return line in _log(home)
-
-
-def _alive(pid: int, reap: Any) -> bool:
-    reap(pid)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
-
-
-def _free_port(host: str) -> int:
-    """A port free on ``host`` now (the worker's log says which it really bound)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])

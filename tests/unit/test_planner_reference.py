@@ -13,24 +13,26 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridgehead.domain.planner import (
+from bridgehead.domain.capacity import (
     COMING_TIER,
     CORDONED_TIER,
     NEW_TIER,
     READY_TIER,
+    _Bin,
+    _bins,
+    _failed_boots,
+    _live,
+    _recent,
+    _release,
+)
+from bridgehead.domain.planner import (
     Demand,
     Plan,
     PoolState,
     Running,
-    _Bin,
-    _bins,
     _cost_rate,
-    _failed_boots,
     _fits_shape,
-    _live,
     _order,
-    _recent,
-    _release,
     _why_unfit,
     plan,
 )

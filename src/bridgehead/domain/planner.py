@@ -44,8 +44,21 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bridgehead.domain.pools import NODE_COMING, NodeState, Pool
+from bridgehead.domain.capacity import (
+    CORDONED_TIER,
+    NEW_TIER,
+    READY_TIER,
+    _Bin,
+    _bins,
+    _failed_boots,
+    _floor_and_reserve,
+    _live,
+    _recent,
+    _release,
+)
+from bridgehead.domain.capacity import RATE_WINDOW_S as RATE_WINDOW_S
 from bridgehead.domain.pools import Node as PoolNode
+from bridgehead.domain.pools import Pool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,33 +120,6 @@ class Plan:
     terminate: tuple[str, ...] = ()
     failed_boots: tuple[str, ...] = ()
     """Nodes past their pool's boot timeout: to be terminated, and counted against the pool."""
-
-
-@dataclass(slots=True)
-class _Bin:
-    """One node's capacity during a pass: free now, and what frees before a boot."""
-
-    id: str
-    pool: str
-    tier: int
-    cores: int
-    memory_mb: int
-    gpus: int
-    load: int = 0
-    """Cores held: the busiest first within a tier."""
-
-    def fits(self, d: Demand) -> bool:
-        return self.cores >= d.cores and self.memory_mb >= d.memory_mb and self.gpus >= d.gpus
-
-    def take(self, d: Demand) -> None:
-        self.cores -= d.cores
-        self.memory_mb -= d.memory_mb
-        self.gpus -= d.gpus
-        self.load += d.cores
-
-
-READY_TIER, COMING_TIER, SOON_TIER, CORDONED_TIER, NEW_TIER = range(5)
-RATE_WINDOW_S = 60.0
 
 
 def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
@@ -215,55 +201,6 @@ def _why_unfit(d: Demand, pools: Sequence[PoolState]) -> str:
                        f"{s.pool.shape.gpus} gpus x {s.pool.max_nodes} nodes" for s in pools)
     return (f"asks for {d.nodes} node(s) of {d.cores} cores, {d.memory_mb} MB, {d.gpus} gpus: "
             f"larger than any pool of cluster {d.cluster!r} ({shapes})")
-
-
-def _failed_boots(states: Sequence[PoolState], now: float) -> set[str]:
-    return {n.id for s in states for n in s.nodes
-            if n.state in (NodeState.LAUNCHING, NodeState.BOOTING)
-            and now - (n.launched_at if n.launched_at is not None else n.since)
-            > s.pool.boot_timeout_s}
-
-
-def _bins(states: Sequence[PoolState], now: float, failed: set[str]) -> list[_Bin]:
-    """Every node's capacity as bins: ready (what is free now), coming (unless slow: booting
-    past ``slow_boot_factor`` x ``expected_boot_s``), freeing before a boot (what its jobs
-    ending within ``expected_boot_s`` hold), cordoned."""
-    out: list[_Bin] = []
-    for s in states:
-        shape, pool = s.pool.shape, s.pool.name
-        soon_by = now + s.pool.expected_boot_s
-        slow_by = s.pool.slow_boot_factor * s.pool.expected_boot_s
-        held: dict[str, list[int]] = {}
-        for r in s.running:
-            h = held.get(r.node_id)
-            if h is None:
-                h = held[r.node_id] = [0, 0, 0, 0, 0, 0, 0]
-            h[0] += r.cores
-            h[1] += r.memory_mb
-            h[2] += r.gpus
-            if now <= r.ends_at <= soon_by:
-                h[3] += r.cores
-                h[4] += r.memory_mb
-                h[5] += r.gpus
-                h[6] += 1
-        for n in sorted(s.nodes, key=lambda n: n.id):
-            if n.id in failed:
-                continue
-            h = held.get(n.id)
-            cores, memory, gpus = shape.cpus, shape.memory_mb, shape.gpus
-            if h is not None:
-                cores, memory, gpus = cores - h[0], memory - h[1], gpus - h[2]
-            if n.state in (NodeState.IDLE, NodeState.BUSY):
-                out.append(_Bin(n.id, pool, READY_TIER, cores, memory, gpus,
-                                load=shape.cpus - cores))
-                if h is not None and h[6]:
-                    out.append(_Bin(n.id, pool, SOON_TIER, h[3], h[4], h[5]))
-            elif n.state in NODE_COMING and now - (
-                    n.launched_at if n.launched_at is not None else n.since) <= slow_by:
-                out.append(_Bin(n.id, pool, COMING_TIER, cores, memory, gpus))
-            elif n.state is NodeState.CORDONED and h is None:
-                out.append(_Bin(n.id, pool, CORDONED_TIER, cores, memory, gpus))
-    return out
 
 
 _Shape = tuple[str, int, int, int, int]
@@ -475,65 +412,6 @@ def _cost_rate(d: Demand, pool: Pool) -> float:
     share = max(d.cores / s.cpus, d.memory_mb / s.memory_mb,
                 d.gpus / s.gpus if s.gpus else 0.0)
     return pool.price_per_hour * share
-
-
-def _live(s: PoolState) -> int:
-    """Nodes that count against ``max_nodes``: every one not ended."""
-    return sum(1 for n in s.nodes if n.state not in
-               (NodeState.TERMINATED, NodeState.FAILED_BOOT, NodeState.LOST, NodeState.ORPHAN))
-
-
-def _recent(s: PoolState, now: float) -> int:
-    return sum(1 for t in s.launches if now - t < RATE_WINDOW_S)
-
-
-def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
-                       bought: dict[str, int], now: float, live: Mapping[str, int]
-                       ) -> dict[str, int]:
-    """``bought``, plus what keeps each elastic pool at ``min_nodes`` and its ``warm_idle``
-    reserve of empty nodes (within max_nodes, the rate limit and backoff)."""
-    launch = dict(bought)
-    empty: dict[str, int] = {}
-    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
-    for b in bins:
-        if b.tier in (READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and (
-                b.cores == cpus[b.pool]):
-            empty[b.pool] = empty.get(b.pool, 0) + 1
-    for s in states:
-        pool = s.pool
-        if not pool.elastic or s.quarantined or now < s.backoff_until:
-            continue
-        have = live[pool.name] + launch.get(pool.name, 0)
-        want = max(pool.min_nodes - have, pool.warm_idle - empty.get(pool.name, 0), 0)
-        room = min(pool.max_nodes - have,
-                   pool.launches_per_minute - _recent(s, now) - launch.get(pool.name, 0))
-        launch[pool.name] = launch.get(pool.name, 0) + max(min(want, room), 0)
-    return launch
-
-
-def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
-             placements: Mapping[str, tuple[str, ...]], now: float,
-             live: Mapping[str, int] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(nodes to cordon, nodes to terminate): empty nodes past their idle grace, beyond the
-    pool's floor and reserve; cordoned ones still empty and given nothing."""
-    used = {node for nodes in placements.values() for node in nodes}
-    held: set[str] = {r.node_id for s in states for r in s.running}
-    cordon: list[str] = []
-    terminate: list[str] = []
-    for s in states:
-        pool = s.pool
-        if not pool.elastic:
-            continue
-        empty = [n for n in s.nodes if n.id not in used and n.id not in held and not n.jobs]
-        terminate += [n.id for n in empty if n.state is NodeState.CORDONED]
-        idle = [n for n in empty if n.state is NodeState.IDLE]
-        have = live[pool.name] if live is not None else _live(s)
-        keep = max(pool.min_nodes - (have - len(idle)), pool.warm_idle, 0)
-        expired = sorted((n for n in idle if now - n.since >= pool.idle_grace_s),
-                         key=lambda n: (n.since, n.id))
-        spare = len(idle) - keep
-        cordon += [n.id for n in expired[:max(spare, 0)]]
-    return tuple(sorted(cordon)), tuple(sorted(terminate))
 
 
 def busy_nodes(plan_: Plan, running: Iterable[Running]) -> set[str]:

@@ -7,6 +7,7 @@ every bin for every job."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -67,7 +68,8 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
         placements[d.job_id] = tuple(b.id for b in chosen)
         if all(b.tier in (READY_TIER, CORDONED_TIER) for b in chosen):
             start.append(d.job_id)
-    launch = _ref_floor_and_reserve(states, bins, bought, now)
+    spares = _ref_spares(states, bins)
+    launch = _ref_floor_and_reserve(states, bins, bought, now, spares)
     cordon, terminate = _release(states, bins, placements, now)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))
@@ -133,8 +135,19 @@ def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict
     return None, why
 
 
+def _ref_spares(states: Sequence[PoolState], bins: Sequence[_Bin]) -> dict[str, int]:
+    """boot_spares x the nodes on their way (or bought now) that a placed job waits on."""
+    out = {}
+    for s in states:
+        awaited = sum(1 for b in bins if b.pool == s.pool.name and b.tier in (
+            COMING_TIER, NEW_TIER) and (b.load > 0 or b.cores < s.pool.shape.cpus))
+        out[s.pool.name] = math.ceil(s.pool.boot_spares * awaited)
+    return out
+
+
 def _ref_floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
-                           bought: dict[str, int], now: float) -> dict[str, int]:
+                           bought: dict[str, int], now: float,
+                           spares: dict[str, int]) -> dict[str, int]:
     launch = dict(bought)
     for s in states:
         pool = s.pool
@@ -143,7 +156,7 @@ def _ref_floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
         have = _live(s) + launch.get(pool.name, 0)
         empty = sum(1 for b in bins if b.pool == pool.name and b.tier in (
             READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and b.cores == pool.shape.cpus)
-        want = max(pool.min_nodes - have, pool.warm_idle - empty, 0)
+        want = max(pool.min_nodes - have, pool.warm_idle + spares[pool.name] - empty, 0)
         room = min(pool.max_nodes - have,
                    pool.launches_per_minute - _recent(s, now) - launch.get(pool.name, 0))
         launch[pool.name] = launch.get(pool.name, 0) + max(min(want, room), 0)
@@ -174,7 +187,8 @@ def random_inputs(seed: int, pools: int, jobs: int) -> tuple[list[Demand], list[
                     expected_boot_s=rng.choice([0.0, 60.0]), idle_grace_s=rng.choice([0.0, 100.0]),
                     boot_timeout_s=rng.choice([50.0, 600.0]),
                     slow_boot_factor=rng.choice([0.0, 2.0, 10.0]),
-                    fifo_after_s=rng.choice([0.0, 120.0, 1000.0]))
+                    fifo_after_s=rng.choice([0.0, 120.0, 1000.0]),
+                    boot_spares=rng.choice([0.0, 0.0, 0.3, 1.0]))
         nodes, running = [], []
         for k in range(rng.randint(0, 6)):
             nid = f"{pool.name}-n{k}"

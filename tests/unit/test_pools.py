@@ -42,6 +42,7 @@ def job(job_id: str, cores: int = 1, nodes: int = 1, **kw: object) -> Demand:
     ({"price_per_hour": float("nan")}, "price_per_hour: must be a number >= 0"),
     ({"slow_boot_factor": -1}, "slow_boot_factor: must be a number >= 0"),
     ({"fifo_after_s": "2m"}, "fifo_after_s: must be a number >= 0"),
+    ({"boot_spares": -0.1}, "boot_spares: must be a number >= 0"),
     ({"provider": "ec3"}, "provider: unknown provider 'ec3' (known: slurm_powersave, "),
     ({"max_nodes": "4"}, "max_nodes: must be an integer >= 0"),
     ({"max_nodes": True}, "max_nodes: must be an integer >= 0"),
@@ -173,6 +174,25 @@ def test_a_slow_boot_is_hedged_with_a_replacement_it_keeps_booting() -> None:
     assert hedged.failed_boots == () and hedged.terminate == ()  # it may still come
     never = PoolState(pool=pool(slow_boot_factor=0), nodes=(booting,))
     assert plan([job("j", 4)], [never], now=1.0).launch == {"small": 1}
+
+
+def test_boot_spares_hedge_the_boots_a_gang_waits_for() -> None:
+    """boot_spares 0.5: a gang of 3 on new nodes buys 2 spares (3 x 0.5, rounded up); spares
+    on their way count as bought; the first node to boot takes a slow one's place."""
+    spares = pool(boot_spares=0.5, max_nodes=10)
+    gang = [job("g", 4, nodes=3)]
+    first = plan(gang, [PoolState(pool=spares)], now=0.0)
+    assert first.placements == {"g": ("new:small:0", "new:small:1", "new:small:2")}
+    assert first.launch == {"small": 5}
+    assert plan(gang, [PoolState(pool=pool(max_nodes=10))], now=0.0).launch == {"small": 3}
+    booting = tuple(node(f"b{i}", NodeState.BOOTING) for i in range(5))
+    again = plan(gang, [PoolState(pool=spares, nodes=booting)], now=10.0)
+    assert again.placements == {"g": ("b0", "b1", "b2")} and again.launch == {}
+    spare_first = (*booting[:3], node("b3", NodeState.IDLE, since=30.0), booting[4])
+    later = plan(gang, [PoolState(pool=spares, nodes=spare_first)], now=30.0)
+    assert later.placements == {"g": ("b3", "b0", "b1")} and later.launch == {}  # 1 spare due
+    assert plan(gang, [PoolState(pool=spares, nodes=(*spare_first[:3],))], now=30.0).launch == {
+        "small": 2}  # 3 awaited -> 2 spares, none on the way
 
 
 def test_a_job_queued_past_fifo_after_goes_before_younger_larger_ones() -> None:

@@ -6,6 +6,7 @@ packs, this says what there is and what is kept."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -102,11 +103,23 @@ def _recent(s: PoolState, now: float) -> int:
     return sum(1 for t in s.launches if now - t < RATE_WINDOW_S)
 
 
+def _spares(states: Sequence[PoolState], bins: Sequence[_Bin]) -> dict[str, int]:
+    """Per pool, the spare nodes its ``boot_spares`` asks for: that share of the nodes placed
+    jobs wait on to boot (on their way, or bought in this pass), rounded up."""
+    awaited: dict[str, int] = {}
+    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
+    for b in bins:
+        if b.tier in (COMING_TIER, NEW_TIER) and not (b.load == 0 and b.cores == cpus[b.pool]):
+            awaited[b.pool] = awaited.get(b.pool, 0) + 1
+    return {s.pool.name: math.ceil(s.pool.boot_spares * awaited.get(s.pool.name, 0))
+            for s in states}
+
+
 def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
-                       bought: dict[str, int], now: float, live: Mapping[str, int]
-                       ) -> dict[str, int]:
-    """``bought``, plus what keeps each elastic pool at ``min_nodes`` and its ``warm_idle``
-    reserve of empty nodes (within max_nodes, the rate limit and backoff)."""
+                       bought: dict[str, int], now: float, live: Mapping[str, int],
+                       spares: Mapping[str, int]) -> dict[str, int]:
+    """``bought``, plus what keeps each elastic pool at ``min_nodes`` and its reserve of empty
+    nodes, ``warm_idle`` plus its ``spares`` (within max_nodes, the rate limit and backoff)."""
     launch = dict(bought)
     empty: dict[str, int] = {}
     cpus = {s.pool.name: s.pool.shape.cpus for s in states}
@@ -119,7 +132,8 @@ def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
         if not pool.elastic or s.quarantined or now < s.backoff_until:
             continue
         have = live[pool.name] + launch.get(pool.name, 0)
-        want = max(pool.min_nodes - have, pool.warm_idle - empty.get(pool.name, 0), 0)
+        reserve = pool.warm_idle + spares.get(pool.name, 0)
+        want = max(pool.min_nodes - have, reserve - empty.get(pool.name, 0), 0)
         room = min(pool.max_nodes - have,
                    pool.launches_per_minute - _recent(s, now) - launch.get(pool.name, 0))
         launch[pool.name] = launch.get(pool.name, 0) + max(min(want, room), 0)
@@ -130,7 +144,9 @@ def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
              placements: Mapping[str, tuple[str, ...]], now: float,
              live: Mapping[str, int] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(nodes to cordon, nodes to terminate): empty nodes past their idle grace, beyond the
-    pool's floor and reserve; cordoned ones still empty and given nothing."""
+    pool's floor and reserve; cordoned ones still empty and given nothing. (Boot spares need
+    no keeping here: a pass that waits on a boot has no idle node its jobs fit, as first fit
+    takes ready nodes before those on their way.)"""
     used = {node for nodes in placements.values() for node in nodes}
     held: set[str] = {r.node_id for s in states for r in s.running}
     cordon: list[str] = []

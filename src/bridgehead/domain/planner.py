@@ -25,8 +25,12 @@ into, in order (Karpenter's first-fit onto existing, then launching, then new no
    rate, and not in backoff or quarantine. A gang that cannot get all its nodes from one
    pool buys nothing and waits.
 
+Beyond the placements, each elastic pool keeps ``min_nodes`` and a reserve of empty nodes:
+``warm_idle``, plus ``boot_spares`` x the nodes placed jobs wait on to boot (a gang waits for
+its slowest boot: a spare that boots first takes its place).
+
 Release: a ready node with no job and none placed, idle past its pool's ``idle_grace_s``,
-beyond ``min_nodes`` and the ``warm_idle`` reserve, is cordoned; a cordoned node still empty
+beyond ``min_nodes`` and that reserve, is cordoned; a cordoned node still empty
 is terminated (the scaler re-checks, in the transaction that terminates it, that nothing was
 placed on it). A node with a job is never released: nothing here can name it.
 
@@ -55,6 +59,7 @@ from bridgehead.domain.capacity import (
     _live,
     _recent,
     _release,
+    _spares,
 )
 from bridgehead.domain.capacity import RATE_WINDOW_S as RATE_WINDOW_S
 from bridgehead.domain.pools import Node as PoolNode
@@ -154,7 +159,8 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
         placements[d.job_id] = tuple(b.id for b in chosen)
         if all(b.tier in (READY_TIER, CORDONED_TIER) for b in chosen):
             start.append(d.job_id)
-    launch = _floor_and_reserve(states, bins, packer.bought, now, packer.live)
+    spares = _spares(states, bins)
+    launch = _floor_and_reserve(states, bins, packer.bought, now, packer.live, spares)
     cordon, terminate = _release(states, bins, placements, now, packer.live)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))

@@ -82,6 +82,12 @@ class Pool:
     jobs planned on it get a replacement bought (a hedge, as boot times have a long tail and
     some never finish); it keeps booting until ``boot_timeout_s`` and, if it comes, is one
     more idle node. 0: never wait for a boot."""
+    boot_spares: float = 0.0
+    """Spare nodes kept on their way per node that placed jobs wait on to boot (0.2: one per
+    five). A gang waits for the slowest of its boots and boot times have a long tail; the plan
+    is made again each pass and a pool's nodes are alike, so a spare that boots first takes a
+    slow one's place, and once the jobs started it is one more idle node for the next job
+    (released after ``idle_grace_s``). 0: buy only what the placements need."""
     fifo_after_s: float = 120.0
     """A job queued longer than this (the least of its cluster's pools) is planned before the
     younger ones, oldest first; the others largest first, which packs best but lets a stream
@@ -107,7 +113,8 @@ class Pool:
             raise InvalidPool(f"min_nodes ({self.min_nodes}) is more than max_nodes "
                               f"({self.max_nodes})", ("min_nodes",))
         for name in ("price_per_hour", "billing_granularity_s", "billing_minimum_s",
-                     "boot_timeout_s", "expected_boot_s", "slow_boot_factor", "fifo_after_s",
+                     "boot_timeout_s", "expected_boot_s", "slow_boot_factor", "boot_spares",
+                     "fifo_after_s",
                      "idle_grace_s", "backoff_s"):
             amount(getattr(self, name), (name,))
         if self.billing_granularity_s <= 0:

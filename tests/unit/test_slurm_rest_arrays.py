@@ -1,8 +1,9 @@
 """Job arrays through slurmrestd without a daemon: the submit body carries the array, and
 answers name each element ``JOBID_INDEX`` on every version, the array's record of its pending
 elements standing for each of them. Records are trimmed answers of the lab's Slurm 22.05.8
-(v0.0.38) and 24.11.5 (v0.0.40-42) for one array ``--array=0-5%2`` while elements 0 and 1
-ran and 2-5 waited, then once all had ended."""
+(v0.0.38) and 24.11.5 (v0.0.40, v0.0.42) for an array ``--array=0-5%2`` while elements 0 and
+1 ran and 2-5 waited, and accounting's record of a held ``--array=1,3-4%2`` cancelled while
+pending (its indices a hex bit mask)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ UNSET = {"set": False, "infinite": False, "number": 0}
 # pending 2-5 (no task id, the throttle in its task string), and a job of no array
 LIVE_38: list[dict[str, Any]] = [
     {"job_id": 100041, "array_job_id": 100040, "array_task_id": 0, "array_max_tasks": 2,
-     "array_task_string": None, "job_state": "RUNNING", "comment": "p1", "nodes": "beta1"},
+     "array_task_string": "", "job_state": "RUNNING", "comment": "p1", "nodes": "beta1"},
     {"job_id": 100042, "array_job_id": 100040, "array_task_id": 1, "array_max_tasks": 2,
-     "array_task_string": None, "job_state": "RUNNING", "comment": "p1", "nodes": "beta1"},
+     "array_task_string": "", "job_state": "RUNNING", "comment": "p1", "nodes": "beta1"},
     {"job_id": 100040, "array_job_id": 100040, "array_task_id": None, "array_max_tasks": 2,
      "array_task_string": "2-5%2", "job_state": "PENDING", "comment": "p1", "nodes": ""},
     {"job_id": 100043, "array_job_id": 0, "array_task_id": None, "array_max_tasks": 0,
-     "array_task_string": None, "job_state": "PENDING", "comment": "other", "nodes": ""},
+     "array_task_string": "", "job_state": "PENDING", "comment": "other", "nodes": ""},
 ]
 # GET /slurm/v0.0.42/jobs (24.11): the same, with wrapped numbers and state lists
 LIVE_42: list[dict[str, Any]] = [
@@ -91,8 +92,9 @@ def test_v38_records_name_each_element() -> None:
     assert {r.comment for r in pending} == {"p1"}  # the tag that finds the array
 
 
-def test_v40_records_read_wrapped_ids_and_an_unset_task() -> None:
-    records = [V42.live(job) for job in LIVE_42]
+@pytest.mark.parametrize("version", [V40, V42], ids=lambda v: v.name)
+def test_v40_records_read_wrapped_ids_and_an_unset_task(version: api.ApiVersion) -> None:
+    records = [version.live(job) for job in LIVE_42]
     assert ids(records) == ["300040_0", "300040_2", "300040_3", "300040_4", "300040_5",
                             "300043"]
     assert api.status_of(records[0]).state is JobState.RUNNING
@@ -114,29 +116,35 @@ def test_an_element_ended_in_slurmctld_has_its_own_exit() -> None:
 
 
 def test_accounting_names_elements_and_decodes_a_hex_task_mask() -> None:
-    # GET /slurmdb/v0.0.38/jobs: an element's record, and the array's record of elements
-    # cancelled while pending (no task id: Slurm's NO_VAL; the indices as a hex bit mask)
-    element = {"job_id": 100041, "state": {"current": "COMPLETED"},
-               "array": {"job_id": 100040, "task_id": 0, "task": None,
-                         "limits": {"max": {"running": {"tasks": 2}}}},
-               "comment": {"job": "p1"}, "time": {"elapsed": 1}}
-    pending = {"job_id": 100040, "state": {"current": "CANCELLED"},
-               "array": {"job_id": 100040, "task_id": 4294967294, "task": "0x3C",
-                         "limits": {"max": {"running": {"tasks": 2}}}},
-               "comment": {"job": "p1"}, "time": {"elapsed": 0}}
+    # GET /slurmdb/v0.0.38/jobs: an element's record; the array's record of the elements
+    # 1, 3 and 4 cancelled while held (no task id; the indices as a hex bit mask, 0x1A)
+    element = {"job_id": 100391, "state": {"current": "COMPLETED", "reason": "None"},
+               "array": {"job_id": 100390, "limits": {"max": {"running": {"tasks": 0}}},
+                         "task": None, "task_id": 0},
+               "comment": {"administrator": None, "job": "p1", "system": None},
+               "exit_code": {"status": "SUCCESS", "return_code": 0}}
+    pending = {"job_id": 100396, "state": {"current": "CANCELLED", "reason": "JobHeldUser"},
+               "array": {"job_id": 100396, "limits": {"max": {"running": {"tasks": 2}}},
+                         "task": "0x1A", "task_id": None},
+               "comment": {"administrator": None, "job": "p2", "system": None}}
     plain = {"job_id": 100043, "state": {"current": "COMPLETED"},
-             "array": {"job_id": 0, "task_id": 4294967294, "task": None},
+             "array": {"job_id": 0, "task": None, "task_id": None},
              "comment": {"job": "other"}}
-    assert ids([V38.accounted(j) for j in (element, pending, plain)]) == [
-        "100040_0", "100040_2", "100040_3", "100040_4", "100040_5", "100043"]
-    # /slurmdb/v0.0.42/jobs: wrapped task ids, the task string as text
-    element42 = {**element, "job_id": 300041, "state": {"current": ["COMPLETED"]},
-                 "exit_code": {"status": ["SUCCESS"], "return_code": wrapped(0)},
-                 "array": {"job_id": 300040, "task_id": wrapped(0), "task": ""}}
-    pending42 = {**pending, "job_id": 300040, "state": {"current": ["CANCELLED"]},
-                 "array": {"job_id": 300040, "task_id": UNSET, "task": "2-5%2"}}
-    assert ids([V42.accounted(j) for j in (element42, pending42)]) == [
-        "300040_0", "300040_2", "300040_3", "300040_4", "300040_5"]
+    records = [V38.accounted(j) for j in (element, pending, plain)]
+    assert ids(records) == ["100390_0", "100396_1", "100396_3", "100396_4", "100043"]
+    assert api.status_of(records[1]).state is JobState.CANCELLED
+    # /slurmdb/v0.0.40 and v0.0.42: wrapped task ids, the same mask
+    element40 = {**element, "job_id": 300394, "state": {"current": ["COMPLETED"]},
+                 "exit_code": {"status": ["SUCCESS"], "return_code": wrapped(0),
+                               "signal": {"id": UNSET, "name": ""}},
+                 "array": {"job_id": 300393, "limits": {"max": {"running": {"tasks": 0}}},
+                           "task_id": wrapped(0), "task": ""}}
+    pending40 = {**pending, "job_id": 300399, "state": {"current": ["CANCELLED"]},
+                 "array": {"job_id": 300399, "limits": {"max": {"running": {"tasks": 2}}},
+                           "task_id": UNSET, "task": "0x1A"}}
+    for version in (V40, V42):
+        assert ids([version.accounted(j) for j in (element40, pending40)]) == [
+            "300393_0", "300399_1", "300399_3", "300399_4"]
 
 
 @pytest.mark.parametrize(("array_job_id", "task_id", "tasks", "native_id"), [
@@ -146,7 +154,7 @@ def test_accounting_names_elements_and_decodes_a_hex_task_mask() -> None:
     (5, None, "1,3-4", "5_[1,3-4]"),
     (5, None, "0x1", "5_[0]"),
     (5, None, "0x0", "5"),
-    (5, 4294967294, "", "5"),
+    (5, 4294967294, "", "5"),  # NO_VAL, as a plain number
     ({"set": True, "infinite": True, "number": 0}, None, None, "7"),
 ])
 def test_record_ids(array_job_id: Any, task_id: Any, tasks: Any, native_id: str) -> None:

@@ -259,6 +259,30 @@ async def test_a_failed_boot_is_replaced_then_the_pool_backs_off_and_is_quaranti
     assert (await p.http.post("/v1/pools/nope/lift", headers=p.admin)).status_code == 404
 
 
+async def test_a_node_no_agent_launched_is_forgotten_after_the_boot_timeout(
+        pools: Pools) -> None:
+    """No heartbeat ever took the launch (no agent runs): past the 300 s boot timeout the node
+    ends, unbilled, the pool counts no failure, and the job that still waits gets a new node
+    (the one an agent that comes is told to launch)."""
+    p = pools
+    await p.submit()
+    await p.scaler.scale_pass()
+    [first] = await p.nodes()
+    await p.scaler.scale_pass(time.time() + 100)
+    assert await p.nodes() == {first: "requested"}
+    await p.scaler.scale_pass(time.time() + 301)
+    assert p.scaler.last_plan is not None and p.scaler.last_plan.forgotten == (first,)
+    [second] = set(await p.nodes()) - {first}
+    assert await p.nodes() == {first: "terminated", second: "requested"}  # the job's new one
+    [ended] = [s.node for s in await p.store.pool_nodes(live=False) if s.node.id == first]
+    assert ended.launched_at is None  # never billed
+    pool = await p.pool()
+    assert pool["failures_in_row"] == 0 and not pool["quarantined"]
+    answer = await p.beat()
+    assert answer["scale"] == [{"op": "launch", "pool": "elastic", "key": second,
+                                "provider_id": None}]  # not the forgotten one
+
+
 async def test_a_launch_refused_for_capacity_backs_the_pool_off(pools: Pools) -> None:
     p = pools
     await p.submit()

@@ -22,6 +22,7 @@ from bridgehead.domain.capacity import (
     _Bin,
     _bins,
     _failed_boots,
+    _forgotten,
     _live,
     _recent,
     _release,
@@ -44,7 +45,8 @@ from bridgehead.domain.pools import CapacityType, Node, NodeShape, NodeState, Po
 def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
     states = sorted(pools, key=lambda s: s.pool.name)
     failed = _failed_boots(states, now)
-    bins = _bins(states, now, failed)
+    forgotten = _forgotten(states, now)
+    bins = _bins(states, now, failed | forgotten)
     placements: dict[str, tuple[str, ...]] = {}
     waiting: dict[str, str] = {}
     unplaceable: dict[str, str] = {}
@@ -76,7 +78,7 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
                 start=tuple(start), waiting=waiting, unplaceable=unplaceable,
                 uncordon=uncordon, cordon=cordon, terminate=terminate,
-                failed_boots=tuple(sorted(failed)))
+                failed_boots=tuple(sorted(failed)), forgotten=tuple(sorted(forgotten)))
 
 
 def _ref_first_fit(d: Demand, bins: Sequence[_Bin]) -> list[_Bin] | None:

@@ -195,6 +195,19 @@ def test_boot_spares_hedge_the_boots_a_gang_waits_for() -> None:
         "small": 2}  # 3 awaited -> 2 spares, none on the way
 
 
+def test_a_node_requested_past_its_boot_timeout_is_forgotten() -> None:
+    """No agent asked a provider for it: after boot_timeout_s (300) it is ended, not as a
+    failed boot (the pool did nothing wrong), and no job is planned on it."""
+    asked = node("r", NodeState.REQUESTED, launched_at=None)
+    state = PoolState(pool=pool(), nodes=(asked,))
+    assert plan([job("j", 4)], [state], now=300.0).forgotten == ()
+    late = plan([job("j", 4)], [state], now=301.0)
+    assert late.forgotten == ("r",) and late.failed_boots == ()
+    assert late.placements == {"j": ("new:small:0",)}
+    launching = PoolState(pool=pool(), nodes=(node("l", NodeState.LAUNCHING, since=0.0),))
+    assert plan([], [launching], now=301.0).forgotten == ()  # a failed boot's business
+
+
 def test_a_job_queued_past_fifo_after_goes_before_younger_larger_ones() -> None:
     """One free node: largest first gives it to the young large job, unless the small one
     has waited past fifo_after_s (120 s by default)."""

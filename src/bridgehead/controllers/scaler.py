@@ -99,6 +99,10 @@ class Scaler(EventConsumer):
             for w, ok in zip(writes, applied, strict=True):
                 if ok:
                     self.metrics.scale_decision(w.node.pool, _op(w.node.state))
+                if ok and w.node.state is NodeState.TERMINATED:
+                    logger.warning("node %s of pool %s still requested after %.0f s (its "
+                                   "boot_timeout_s): no agent launched it, forgotten",
+                                   w.node.id, w.node.pool, self.pools[w.node.pool].boot_timeout_s)
                 if ok and w.node.state is NodeState.FAILED_BOOT:
                     logger.warning("node %s of pool %s did not boot within %.0f s: replaced",
                                    w.node.id, w.node.pool, self.pools[w.node.pool].boot_timeout_s)
@@ -116,6 +120,8 @@ class Scaler(EventConsumer):
 
         for node_id in p.failed_boots:
             move(node_id, NodeState.FAILED_BOOT)
+        for node_id in p.forgotten:
+            move(node_id, NodeState.TERMINATED)
         for name, count in p.launch.items():
             writes += [NodeWrite(node=Node(id=f"{name}-{secrets.token_hex(5)}", pool=name,
                                            state=NodeState.REQUESTED, since=now),
@@ -151,7 +157,8 @@ class Scaler(EventConsumer):
 def _op(state: NodeState) -> str:
     return {NodeState.REQUESTED: "launch", NodeState.CORDONED: "cordon",
             NodeState.TERMINATING: "terminate", NodeState.IDLE: "uncordon",
-            NodeState.FAILED_BOOT: "failed_boot"}.get(state, state.value)
+            NodeState.FAILED_BOOT: "failed_boot",
+            NodeState.TERMINATED: "forget"}.get(state, state.value)
 
 
 def _demand(job: Waiting, history: Mapping[str, float]) -> Demand:

@@ -51,6 +51,14 @@ def _failed_boots(states: Sequence[PoolState], now: float) -> set[str]:
             > s.pool.boot_timeout_s}
 
 
+def _forgotten(states: Sequence[PoolState], now: float) -> set[str]:
+    """Nodes requested longer than their pool's ``boot_timeout_s`` that no provider was asked
+    for (no agent took the launch: none runs, or it never answered): without an end they
+    would count against ``max_nodes`` for ever."""
+    return {n.id for s in states for n in s.nodes
+            if n.state is NodeState.REQUESTED and now - n.since > s.pool.boot_timeout_s}
+
+
 def _bins(states: Sequence[PoolState], now: float, failed: set[str]) -> list[_Bin]:
     """Every node's capacity as bins: ready (what is free now), coming (unless slow: booting
     past ``slow_boot_factor`` x ``expected_boot_s``), freeing before a boot (what its jobs

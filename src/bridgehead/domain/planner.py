@@ -56,6 +56,7 @@ from bridgehead.domain.capacity import (
     _bins,
     _failed_boots,
     _floor_and_reserve,
+    _forgotten,
     _live,
     _recent,
     _release,
@@ -125,6 +126,9 @@ class Plan:
     terminate: tuple[str, ...] = ()
     failed_boots: tuple[str, ...] = ()
     """Nodes past their pool's boot timeout: to be terminated, and counted against the pool."""
+    forgotten: tuple[str, ...] = ()
+    """Nodes still ``requested`` after their pool's boot timeout (no agent asked a provider for
+    them): ended, never billed, and not counted against the pool (no boot failed)."""
 
 
 def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
@@ -132,7 +136,8 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
     plan."""
     states = sorted(pools, key=lambda s: s.pool.name)
     failed = _failed_boots(states, now)
-    bins = _bins(states, now, failed)
+    forgotten = _forgotten(states, now)
+    bins = _bins(states, now, failed | forgotten)
     packer = _Packer(states, bins, now)
     placements: dict[str, tuple[str, ...]] = {}
     waiting: dict[str, str] = {}
@@ -167,7 +172,7 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
                 start=tuple(start), waiting=waiting, unplaceable=unplaceable,
                 uncordon=uncordon, cordon=cordon, terminate=terminate,
-                failed_boots=tuple(sorted(failed)))
+                failed_boots=tuple(sorted(failed)), forgotten=tuple(sorted(forgotten)))
 
 
 def _largest_first(d: Demand) -> tuple[int, int, int, str]:

@@ -39,6 +39,7 @@ from bridgehead.domain.planner import (
     plan,
 )
 from bridgehead.domain.pools import CapacityType, Node, NodeShape, NodeState, Pool
+from bridgehead.pools.traces import planner_load
 
 
 # -- the reference: the planner as it was before the index (commit cadb946) --------------------
@@ -234,6 +235,16 @@ def test_the_same_on_a_large_queue() -> None:
         got = plan(demand, states, 0.0)
         assert got == reference_plan(demand, states, 0.0)
         assert got.waiting and got.placements  # both paths ran
+
+
+def test_the_same_on_the_benchmarks_load() -> None:
+    """bench/autoscale.py's pass (``traces.planner_load``), scaled down: thousands of jobs of
+    a few hundred shapes, most answered by the memo of waits per shape."""
+    for seed in range(2):
+        demand, states = planner_load(seed, pools=20, jobs=1500)
+        got = plan(demand, states, 0.0)
+        assert got == reference_plan(demand, states, 0.0)
+        assert len(got.waiting) > len(got.placements) > 0
 
 
 def test_a_purchase_ends_what_the_wait_memo_knows() -> None:

@@ -34,11 +34,12 @@ beyond ``min_nodes`` and that reserve, is cordoned; a cordoned node still empty
 is terminated (the scaler re-checks, in the transaction that terminates it, that nothing was
 placed on it). A node with a job is never released: nothing here can name it.
 
-Cost: a pass over 100 pools and 10k queued jobs takes about 0.1 s of CPU (``bench/autoscale.py``
-measures it): first fit walks bins indexed by tier and load, skipping buckets too full to
-hold the job, and a job shape that had to wait answers for every larger one until the next
-purchase. ``tests/unit/test_planner_reference.py`` checks the plans equal those of the simple
-planner that sorted every bin for every job.
+Cost: a pass over 100 pools and 10k queued jobs takes about 60 ms of CPU
+(``bench/autoscale.py`` measures it): first fit walks bins indexed by tier and load, skipping
+buckets too full to hold the job, and a job shape that had to wait answers for every larger
+one until the next purchase (each shape asked once: 10k jobs have a few hundred).
+``tests/unit/test_planner_reference.py`` checks the plans equal those of the simple planner
+that sorted every bin for every job.
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ class _Packer:
         self._fit: dict[_Shape, list[PoolState]] = {}
         self._by_cost: dict[_Shape, list[PoolState]] = {}
         self._waits: dict[str, list[_Shape]] = {}
+        self._known: dict[str, dict[_Shape, str | None]] = {}
+        """:meth:`known_wait`'s answers per cluster, until its next wait or purchase."""
         self.found: list[_Bin] = []
         self._full_why: dict[str, str] = {}
         """What the last :meth:`first_fit` that failed found, in placement order."""
@@ -273,9 +276,12 @@ class _Packer:
                 cores=max(b.cores for b in members),
                 memory_mb=max(b.memory_mb for b in members),
                 gpus=max(b.gpus for b in members))
+        self._ranks: dict[str, list[tuple[int, int]]] = {}
+        """Each cluster's (tier, -load) of its buckets, in ``_order``'s order."""
         for cluster, buckets in self._buckets.items():
-            self._order[cluster] = [buckets[k] for k in sorted(buckets,
-                                                               key=lambda k: (k[0], -k[1]))]
+            self._ranks[cluster] = sorted((tier, -load) for tier, load in buckets)
+            self._order[cluster] = [buckets[(tier, -load)] for tier, load in
+                                    self._ranks[cluster]]
 
     def of_cluster(self, cluster: str) -> list[PoolState]:
         return self._clusters.get(cluster, [])
@@ -289,16 +295,24 @@ class _Packer:
     # -- the wait memo ----------------------------------------------------------------------
     def known_wait(self, d: Demand, fit: Sequence[PoolState]) -> str | None:
         """Why ``d`` waits, if a job no larger waited since the cluster's last purchase:
-        what :meth:`buy` would say, the refusal of the last pool it tries."""
-        _, cores, memory, gpus, nodes = _shape(d)
+        what :meth:`buy` would say, the refusal of the last pool it tries. Answered once per
+        job shape until the cluster's next wait or purchase (10k jobs have a few hundred)."""
+        key = _shape(d)
+        known = self._known.setdefault(d.cluster, {})
+        if key in known:
+            return known[key]
+        _, cores, memory, gpus, nodes = key
+        why = None
         if any(cores >= c and memory >= m and gpus >= g and nodes >= n
                for _, c, m, g, n in self._waits.get(d.cluster, ())):
             last = self._cheapest(d, fit)[-1]
-            return self._blocked(last) or self._full(last.pool)
-        return None
+            why = self._blocked(last) or self._full(last.pool)
+        known[key] = why
+        return why
 
     def waits(self, d: Demand) -> None:
         self._waits.setdefault(d.cluster, []).append(_shape(d))
+        self._known.pop(d.cluster, None)
 
     # -- the index --------------------------------------------------------------------------
     def _index(self, b: _Bin) -> None:
@@ -307,8 +321,10 @@ class _Packer:
         bucket = buckets.get((b.tier, b.load))
         if bucket is None:
             bucket = buckets[(b.tier, b.load)] = _Bucket()
-            self._order[cluster] = [buckets[k] for k in sorted(buckets,
-                                                               key=lambda k: (k[0], -k[1]))]
+            ranks = self._ranks.setdefault(cluster, [])
+            at = bisect.bisect_left(ranks, (b.tier, -b.load))
+            ranks.insert(at, (b.tier, -b.load))
+            self._order.setdefault(cluster, []).insert(at, bucket)
         key = (b.pool, b.id)
         at = bisect.bisect_left(bucket.keys, key)
         bucket.keys.insert(at, key)
@@ -336,9 +352,13 @@ class _Packer:
             if bucket.cores < d.cores or bucket.memory_mb < d.memory_mb or bucket.gpus < d.gpus:
                 continue
             cores = memory = gpus = -math.inf
-            for b in bucket.bins:
-                cores, memory, gpus = max(cores, b.cores), max(memory, b.memory_mb), max(
-                    gpus, b.gpus)
+            for b in bucket.bins:  # max() by hand: this loop is the pass's hottest
+                if b.cores > cores:
+                    cores = b.cores
+                if b.memory_mb > memory:
+                    memory = b.memory_mb
+                if b.gpus > gpus:
+                    gpus = b.gpus
                 if b.pool in names and b.id not in seen and b.fits(d):
                     chosen.append(b)
                     seen.add(b.id)
@@ -409,6 +429,7 @@ class _Packer:
                 self._index(fresh)
                 new.append(fresh)
             self._waits.pop(pool.cluster, None)  # a purchase: room where there was none
+            self._known.pop(pool.cluster, None)
             self._full_why.pop(pool.name, None)
             chosen = new[:d.nodes]
             for b in chosen:

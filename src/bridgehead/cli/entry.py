@@ -24,3 +24,9 @@ def main() -> None:
         cli_main()
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
+    except Exception:
+        # A Ctrl-C inside an import can come out as another error: Python wraps what a
+        # class body's ``__set_name__`` raises (a dataclass field) in a RuntimeError.
+        if interrupts.interrupted():
+            sys.exit(interrupts.exit_code())
+        raise

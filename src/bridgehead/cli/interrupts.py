@@ -7,9 +7,9 @@ poll is closed), and it arms a watchdog: if the process is still alive ``GRACE_S
 clean-up blocked on a socket, a thread, a loaded machine), it exits at once with
 ``exit_code()``. A second Ctrl-C exits at once. Once interrupted, the process is only
 ending: what Python would print of objects the interrupt left half-built (an event loop whose
-``__init__`` it cut short fails in ``__del__``, a coroutine never awaited) is noise, not
-news, so it is not printed. This module imports nothing heavy, so it can
-be the first thing the process does.
+``__init__`` it cut short fails in ``__del__``, a coroutine never awaited, asyncio.run's
+report of the tasks the interrupt ended) is noise, not news, so it is not printed. This
+module imports nothing heavy, so it can be the first thing the process does.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def on_sigint(signum: int, frame: FrameType | None) -> None:
 def _quiet() -> None:
     sys.unraisablehook = _ignore
     warnings.simplefilter("ignore")
+    if "logging" in sys.modules:  # loaded by then if asyncio is: its shutdown report of the
+        # tasks the interrupt ended ("unhandled exception during asyncio.run() shutdown")
+        sys.modules["logging"].getLogger("asyncio").disabled = True
 
 
 def _ignore(unraisable: object) -> None:
@@ -61,6 +64,11 @@ def arm() -> None:
     timer = threading.Timer(GRACE_S, _exit_now)
     timer.daemon = True
     timer.start()
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C has come (the process is ending)."""
+    return bool(_state["armed"])
 
 
 def set_exit_code(code: int) -> None:

@@ -1,7 +1,8 @@
-"""Job arrays on a real Slurm cluster through a real server and agent (slurm_cli): ONE sbatch
---array, one Bridgehead job per element with its own state, exit code, usage and logs, a
-parent that ends with its last element, cancels of one element and of the whole array, and
-exactly one array in accounting after the agent dies between sbatch and its report."""
+"""Job arrays on a real Slurm cluster through a real server and agent, with either backend
+(slurm_cli, and slurm_rest on v0.0.38 and v0.0.40-42): ONE submission of the array, one
+Bridgehead job per element with its own state, exit code, usage and logs, a parent that ends
+with its last element, cancels of one element and of the whole array, and exactly one array
+in accounting after the agent dies between the submit and its report."""
 
 from __future__ import annotations
 
@@ -18,15 +19,21 @@ import pytest
 
 from bridgehead.client import Client
 from bridgehead.domain.jobs import Job, JobSpec, JobState
-from tests.procs import Stack, env_for, eventually, stack
-from tests.slurm.conftest import Lab
+from tests.procs import Agent, Stack, env_for, eventually, stack
+from tests.slurm.conftest import Lab, Target
 from tests.slurm.test_agent_e2e import start_slurm_agent
+from tests.slurm.test_rest_versions import token_file
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 S = JobState
-CLUSTERS = ["beta", "gamma"]
-"""Slurm 22.05 and 24.11, 8 CPUs each, through slurm_cli (beta's agents default to REST).
-Waits are generous: the lab is shared, and other tests queue hundreds of jobs there."""
+TARGETS = [Target("slurm_cli", "beta"), Target("slurm_cli", "gamma"),
+           Target("slurm_rest", "beta"), Target("slurm_rest", "gamma")]
+"""Slurm 22.05 and 24.11, 8 CPUs each, through either backend (REST: beta speaks v0.0.38,
+gamma the newest it serves, v0.0.42). Waits are generous: the lab is shared, and other tests
+queue hundreds of jobs there."""
+V40 = Target("slurm_rest", "gamma", {"rest_version": "v0.0.40"})
+"""v0.0.40 (and 41) read and write some fields otherwise than 42: forced once, for the test
+that reads every element's end."""
 SCRIPT = """#!/bin/sh
 echo "element $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID"
 echo "stderr $SLURM_ARRAY_TASK_ID" >&2
@@ -39,6 +46,17 @@ exit 0
 def bh_stack(tmp_path: Path) -> Iterator[tuple[Stack, Client]]:
     with stack(tmp_path, agent=False) as s, Client(s.server.url, s.admin, timeout=15) as bh:
         yield s, bh
+
+
+def start_agent(s: Stack, lab: Lab, target: Target, tmp_path: Path, **env: str) -> Agent:
+    """An agent of ``target``'s backend on its cluster (a REST agent with the lab's token
+    where the cluster's slurmrestd wants one, and the version the target forces)."""
+    if target.kind == "slurm_rest" and (token := token_file(
+            lab, target.cluster, tmp_path)) is not None:
+        env["BRIDGEHEAD_SLURM__REST_TOKEN_FILE"] = str(token)
+    if version := target.options.get("rest_version"):
+        env["BRIDGEHEAD_SLURM__REST_VERSION"] = version
+    return start_slurm_agent(s, lab, target.cluster, backend=target.kind, **env)
 
 
 def elements(bh: Client, parent_id: str) -> list[Job]:
@@ -56,11 +74,12 @@ def sacct_arrays(lab: Lab, cluster: str, tag: str) -> set[str]:
             if line.split("|")[-1] == tag}
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
+@pytest.mark.parametrize("target", [*TARGETS, V40], ids=lambda t: t.id)
 def test_a_100_element_array_has_100_jobs_with_their_own_ends_and_logs(
-        bh_stack: tuple[Stack, Client], lab: Lab, cluster: str) -> None:
+        bh_stack: tuple[Stack, Client], lab: Lab, target: Target, tmp_path: Path) -> None:
     s, bh = bh_stack
-    agent = start_slurm_agent(s, lab, cluster, backend="slurm_cli")
+    cluster = target.cluster
+    agent = start_agent(s, lab, target, tmp_path)
     parent = bh.submit(JobSpec(cluster=cluster, script=SCRIPT, array="0-99", name="arr"))
     assert parent.elements == 100
     done = bh.wait(parent.id, until="terminal", timeout=600)
@@ -84,13 +103,16 @@ def test_a_100_element_array_has_100_jobs_with_their_own_ends_and_logs(
     assert eventually(lambda: sacct_arrays(lab, cluster, parent.id), 30,
                       what="sacct to list the array") == {native}  # ONE sbatch
     assert "sbatch refused" not in agent.output()
+    assert "slurmrestd refused" not in agent.output()
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
 def test_cancel_one_element_then_the_whole_array(bh_stack: tuple[Stack, Client],
-                                                 lab: Lab, cluster: str) -> None:
+                                                 lab: Lab, target: Target,
+                                                 tmp_path: Path) -> None:
     s, bh = bh_stack
-    start_slurm_agent(s, lab, cluster, backend="slurm_cli")
+    cluster = target.cluster
+    start_agent(s, lab, target, tmp_path)
     script = "#!/bin/sh\necho up $SLURM_ARRAY_TASK_ID\nsleep 60\n"
     # the throttle: at most 2 elements run at once, 4 and 5 wait
     parent = bh.submit(JobSpec(cluster=cluster, script=script, array="0-5%2"))
@@ -111,17 +133,18 @@ def test_cancel_one_element_then_the_whole_array(bh_stack: tuple[Stack, Client],
     assert out.strip() == ""  # nothing of it left in Slurm's queue
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
-def test_agent_killed_after_sbatch_leaves_one_array(bh_stack: tuple[Stack, Client],
-                                                    lab: Lab, cluster: str) -> None:
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_agent_killed_after_submit_leaves_one_array(bh_stack: tuple[Stack, Client],
+                                                    lab: Lab, target: Target,
+                                                    tmp_path: Path) -> None:
     s, bh = bh_stack
+    cluster = target.cluster
     parent = bh.submit(JobSpec(cluster=cluster, script=SCRIPT, array="5-8"))
-    doomed = start_slurm_agent(s, lab, cluster, backend="slurm_cli",
-                               BRIDGEHEAD_FAILPOINT="after-backend-submit")
-    eventually(lambda: not doomed.alive, 60, what="the agent to kill itself after sbatch")
+    doomed = start_agent(s, lab, target, tmp_path, BRIDGEHEAD_FAILPOINT="after-backend-submit")
+    eventually(lambda: not doomed.alive, 60, what="the agent to kill itself after submit")
     assert doomed.popen is not None and doomed.popen.returncode == -signal.SIGKILL
     assert bh.get(parent.id).state is S.SUBMITTING  # the server never heard the native id
-    start_slurm_agent(s, lab, cluster, backend="slurm_cli")
+    start_agent(s, lab, target, tmp_path)
     done = bh.wait(parent.id, until="terminal", timeout=300)
     assert (done.state, done.exit_code) == (S.FAILED, 3)  # element 7
     members = elements(bh, parent.id)
@@ -143,11 +166,12 @@ steps:
 """
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
-def test_a_200_item_fanout_is_one_sbatch(bh_stack: tuple[Stack, Client], lab: Lab,
-                                         cluster: str) -> None:
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
+def test_a_200_item_fanout_is_one_submission(bh_stack: tuple[Stack, Client], lab: Lab,
+                                             target: Target, tmp_path: Path) -> None:
     s, bh = bh_stack
-    start_slurm_agent(s, lab, cluster, backend="slurm_cli")
+    cluster = target.cluster
+    start_agent(s, lab, target, tmp_path)
     eventually(lambda: any(c["name"] == cluster for c in bh.clusters()), 60,
                what="the agent's first heartbeat")  # the runner asks what it runs
     run = bh.start_run(FANOUT.replace("CLUSTER", cluster))
@@ -169,11 +193,12 @@ def test_a_200_item_fanout_is_one_sbatch(bh_stack: tuple[Stack, Client], lab: La
     assert len(tagged) == 2
 
 
-@pytest.mark.parametrize("cluster", CLUSTERS)
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.id)
 def test_an_arrays_own_output_paths_are_each_elements_log(
-        bh_stack: tuple[Stack, Client], lab: Lab, cluster: str, tmp_path: Path) -> None:
+        bh_stack: tuple[Stack, Client], lab: Lab, target: Target, tmp_path: Path) -> None:
     s, bh = bh_stack
-    start_slurm_agent(s, lab, cluster, backend="slurm_cli")
+    cluster = target.cluster
+    start_agent(s, lab, target, tmp_path)
     work = lab.job_root(cluster, tmp_path) / "work"  # seen by gamma's chroot too
     work.mkdir(parents=True)
     script = ("#!/bin/sh\n#SBATCH --array=1-3\n#SBATCH -o out_%A_%a.log\n"

@@ -22,7 +22,7 @@ from bridgehead.domain.pools import InvalidPool, Pool, pool_from_dict
 from bridgehead.domain.spark import SparkApp
 from bridgehead.pools.providers import make
 from bridgehead.pools.providers.base import Listed, NodeBusy
-from bridgehead.pools.providers.spark_procs import running
+from bridgehead.pools.providers.spark_procs import log_of, running
 from bridgehead.pools.providers.spark_standalone import SparkWorkerProvider
 from tests.spark.conftest import SparkLab
 from tests.spark.test_backend import new_id, until
@@ -68,19 +68,21 @@ def environ_of(pid: int) -> bytes:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[int]]:
-    """Worker pids to stop if a test leaves them (SIGTERM: the lab is shared)."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def cleanup() -> Iterator[list[Path]]:
+    """Pool roots whose workers a failed test leaves are stopped (SIGTERM: the lab is shared),
+    found again at the end as the provider finds them."""
+    roots: list[Path] = []
+    yield roots
+    for root in roots:
+        for pid in running(root).values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
-        spark_lab: SparkLab, tmp_path: Path, cleanup: list[int],
+        spark_lab: SparkLab, tmp_path: Path, cleanup: list[Path],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGEHEAD_TOKEN", "agent-secret")  # never passed on to a worker
     backend = spark_lab.backend(tmp_path / "state")
@@ -88,11 +90,11 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
     provider = make(p, backend)
     assert isinstance(provider, SparkWorkerProvider)
     before = len(alive_workers(spark_lab))
+    root = tmp_path / "state" / "spark-workers" / "sw"
+    cleanup.append(root)
     try:
         assert await provider.launch(p, ["k1"]) == {"k1": "k1"}
-        root = tmp_path / "state" / "spark-workers" / "sw"
         workers = running(root)
-        cleanup.extend(workers.values())
         [pid] = workers.values()
         assert b"agent-secret" not in environ_of(pid)
         [node] = await listed_until(provider, p, lambda n: bool(n) and n[0].ready)
@@ -127,6 +129,7 @@ async def test_a_worker_per_key_runs_work_and_is_never_stopped_with_it(
         await listed_until(provider, p, lambda n: n[0].jobs == 0)
         await provider.terminate(p, ["k1"])
         assert running(root) == {}
+        assert b"Decommission worker" in log_of(root / "k1")  # SIGPWR came before SIGTERM
         assert await provider.list([p]) == []
         assert not [w for w in alive_workers(spark_lab) if w["cores"] == CORES]
         await provider.terminate(p, ["k1"])  # gone already: not an error

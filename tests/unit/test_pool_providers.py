@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridgehead.backends.local import LocalBackend, LocalBackendSettings
 from bridgehead.domain.pools import InvalidPool, NodeShape, Pool
 from bridgehead.pools.providers import PROVIDERS, make
 from bridgehead.pools.providers.base import ProviderError
@@ -26,11 +28,25 @@ def test_the_registry_builds_each_shipped_provider_it_has() -> None:
     assert {"local", "sim"} <= set(PROVIDERS)
 
 
-def test_a_provider_this_agent_does_not_have_is_refused_naming_the_field() -> None:
+def test_a_provider_this_agent_does_not_have_is_refused_naming_the_field(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(PROVIDERS, "spark_standalone")  # (every shipped one is registered)
     with pytest.raises(InvalidPool) as info:
         make(pool("spark_standalone"))
     assert info.value.loc == ("provider",)
     assert "spark_standalone" in info.value.detail and "sim" in info.value.detail
+
+
+@pytest.mark.parametrize(("provider", "options"), [
+    ("emr", {"instance_type": "m5.xlarge"}), ("spark_standalone", {})])
+def test_a_cluster_provider_in_an_agent_of_another_backend_does_not_start(
+        tmp_path: Path, provider: str, options: dict[str, Any]) -> None:
+    """The server checks the options alone (no backend); an agent whose backend is another
+    refuses the pool at once, so the agent leaves it out instead of failing every listing."""
+    assert make(pool(provider, **options)).name == provider
+    local = LocalBackend(LocalBackendSettings(state_dir=tmp_path, slots=1))
+    with pytest.raises(ProviderError, match=f"only in an agent of the {provider} backend"):
+        make(pool(provider, **options), local)
 
 
 @pytest.mark.parametrize(("provider", "options", "name", "says"), [

@@ -134,7 +134,10 @@ class EmrProvider:
         self._slot = re.compile(rf"{re.escape(self._prefix)}\d+")
         self._backend: Any = None
         self._path: Path | None = None
-        if backend is not None and getattr(backend, "kind", None) == "emr":
+        if backend is not None and getattr(backend, "kind", None) != "emr":
+            raise ProviderError(f"the emr provider runs only in an agent of the emr backend "
+                                f"(this one's is {getattr(backend, 'kind', '?')})")
+        if backend is not None:
             settings: Any = getattr(backend, "settings", None)
             if not self.cluster_id and settings is not None and settings.min_clusters < 1:
                 raise InvalidPool(f"without it the pool's cluster is the agent's EMR pool's, "

@@ -15,6 +15,7 @@ WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 CONF = "worker.conf"
 """Each key's properties file (``<root>/<key>/worker.conf``): the worker's mark in ``/proc``."""
 LOG = "worker.log"
+PID = "worker.pid"
 ENV_KEPT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "JAVA_HOME"})
 """All a worker gets of the agent's environment (with ``LC_*``): the executors and drivers it
 starts inherit its environment, and they run users' code, so the agent's token and cloud
@@ -49,10 +50,40 @@ def worker_env(home: Path, host: str, daemon_memory: str, python: str | None) ->
     return env
 
 
+def record(home: Path, pid: int) -> None:
+    """Note the worker just started for the key of ``home``: its pid and start time."""
+    (home / PID).write_text(f"{pid} {_started(pid)}\n")
+
+
 def running(root: Path) -> dict[str, int]:
     """Key -> pid of every live worker under ``root``: the processes whose argv gives
     ``--properties-file <root>/<key>/worker.conf``; of those, the main one (spark-class's
-    short-lived helpers carry the same argv, as its children; its launcher is left out)."""
+    short-lived helpers carry the same argv, as its children; its launcher is left out).
+    While a process execs (spark-class's shebang, then its ``exec java``) its argv reads empty
+    for a few milliseconds: a key is then found by the pid it was started with, if that
+    process still has the start time noted (a pid reused by another process has not)."""
+    keys = _by_argv(root)
+    for pid_file in root.glob(f"*/{PID}"):
+        key = pid_file.parent.name
+        try:
+            pid, started = (int(word) for word in pid_file.read_text().split())
+        except (OSError, ValueError):
+            continue
+        if key not in keys and alive(pid) and _started(pid) == started:
+            keys[key] = pid
+    return keys
+
+
+def _started(pid: int) -> int:
+    """The process's start time (clock ticks since boot; 0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def _by_argv(root: Path) -> dict[str, int]:
     found: dict[int, tuple[str, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -11,10 +11,12 @@ terminate waits for the stopped worker to exit; default 30).
 - **launch** is idempotent by key: each key has a directory
   ``<state_dir>/spark-workers/<pool>/<key>/`` whose ``worker.conf`` is given to its worker as
   ``--properties-file``. A worker is found by that argument in the command lines under
-  ``/proc`` (the pid alone is never trusted, so a pid reused by another process is never
-  taken for a worker), so a launch asked again, by this agent or by one restarted after a
-  crash, finds the worker already there and starts none. The work dir is the backend's
-  ``work_dir`` when set (its driver logs are read there), else the key's directory.
+  ``/proc``, or, in the few milliseconds an exec leaves a command line empty, by the pid it
+  was started with if that process still has the start time noted then (a pid alone is never
+  trusted: one reused by another process is never taken for a worker). So a launch asked
+  again, by this agent or by one restarted after a crash, finds the worker and starts none.
+  The work dir is the backend's ``work_dir`` when set (its driver logs are read there), else
+  the key's directory.
 - **list**: every live worker process of the pool; ``ready`` when the master's ``/json/``
   shows it ALIVE (matched by host and the port its log says it bound); ``jobs``: the drivers
   the master placed on it, or 1 if it has cores or memory in use (executors).
@@ -92,7 +94,11 @@ class SparkWorkerProvider:
             raise InvalidPool("must be an absolute path", ("options", "spark_home"))
         self.settings: Any = None
         self.root: Path | None = None
-        if backend is not None and getattr(backend, "kind", None) == "spark_standalone":
+        if backend is not None and getattr(backend, "kind", None) != "spark_standalone":
+            raise ProviderError(f"the spark_standalone provider runs only in an agent of the "
+                                f"spark_standalone backend (this one's is "
+                                f"{getattr(backend, 'kind', '?')})")
+        if backend is not None:
             self.settings = backend.settings  # type: ignore[attr-defined]
             self.root = (backend.fences.parent  # type: ignore[attr-defined]
                          / "spark-workers" / pool.name)
@@ -209,6 +215,7 @@ class SparkWorkerProvider:
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self._children[child.pid] = child
+        procs.record(home, child.pid)
 
     def _running(self, root: Path) -> dict[str, int]:
         """Key -> pid of the pool's live workers (the exited children reaped first)."""

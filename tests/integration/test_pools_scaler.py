@@ -297,6 +297,25 @@ async def test_a_launch_refused_for_capacity_backs_the_pool_off(pools: Pools) ->
     assert billed == []  # nothing was made: nothing is billed
 
 
+async def test_a_batch_refused_for_capacity_is_one_failure_not_one_per_node(
+        pools: Pools) -> None:
+    """The agent launches a pool's nodes in one call; a shortage refuses them together. That
+    is one failure in a row (quarantine_after is 2 here), not three: a refused batch of
+    quarantine_after nodes used to quarantine the pool at once."""
+    p = pools
+    for _ in range(3):
+        await p.submit()
+    await p.scaler.scale_pass()
+    nodes = sorted(await p.nodes())
+    assert len(nodes) == 3
+    await p.beat()
+    await p.beat(errors=[{"pool": "elastic", "keys": nodes, "op": "launch",
+                          "error": "no capacity", "shortage": True}])
+    assert set((await p.nodes()).values()) == {"failed_boot"}
+    pool = await p.pool()
+    assert pool["failures_in_row"] == 1 and pool["quarantined"] is False
+
+
 async def test_a_lost_node_gives_its_attempt_exactly_one_new_attempt(pools: Pools) -> None:
     p = pools
     node, job = await running(p)

@@ -74,14 +74,22 @@ def test_launches_are_sent_until_listed_and_an_ended_node_listed_again_is_stoppe
 
 
 def test_a_shortage_fails_the_launch_and_backs_off_then_quarantines() -> None:
+    """A refused batch (one launch call for two nodes) is one failure in a row: it backs the
+    pool off; the second refused batch in a row (quarantine_after 2) quarantines it."""
     nodes = [node("a", NodeState.LAUNCHING, launched_at=0.0),
              node("b", NodeState.LAUNCHING, launched_at=0.0)]
     short = [NodeError(pool="p", keys=("a", "b"), op="launch", error="none", shortage=True)]
     r = apply_report(POOLS, nodes, [], [], short, {}, 10.0, orphan_grace_s=60)
     assert states(r) == {"a": "failed_boot", "b": "failed_boot"}
     s = r.standings["p"]
+    assert (s.failures_in_row, s.quarantined, r.quarantined) == (1, False, ())
+    assert s.backoff_until == 10.0 + 10.0
+    nodes = [node("c", NodeState.LAUNCHING, launched_at=30.0)]
+    short = [NodeError(pool="p", keys=("c",), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, nodes, [], [], short, {"p": s}, 40.0, orphan_grace_s=60)
+    s = r.standings["p"]
     assert (s.failures_in_row, s.quarantined) == (2, True) and r.quarantined == ("p",)
-    assert s.backoff_until == 10.0 + 10.0 * 2  # doubled for the second in a row
+    assert s.backoff_until == 40.0 + 10.0 * 2  # doubled for the second in a row
 
 
 def test_other_errors_and_other_pools_change_nothing() -> None:

@@ -100,15 +100,18 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
     for e in errors:
         if e.op != "launch" or not e.shortage or e.pool not in pools:
             continue
+        refusals = 0
         for key in e.keys:
             refused = out.get(key)
             if refused is not None and refused.state is NodeState.LAUNCHING and (
                     refused.provider_id is None):
                 out[key] = refused.to(NodeState.FAILED_BOOT, now)
-                was = stand[e.pool].quarantined
-                stand[e.pool] = fail_pool(pools[e.pool], stand[e.pool], now)
-                if stand[e.pool].quarantined and not was:
-                    quarantined.append(e.pool)
+                refusals += 1
+        if refusals:  # one refusal of the batch: one failure, however many nodes it asked for
+            was = stand[e.pool].quarantined
+            stand[e.pool] = fail_pool(pools[e.pool], stand[e.pool], now)
+            if stand[e.pool].quarantined and not was:
+                quarantined.append(e.pool)
     pool_of = {p.provider_id: p.pool for p in listed}
     for name in stand:
         stand[name] = replace(stand[name], orphans={

@@ -30,11 +30,10 @@ refuses it (:class:`NodeBusy`). That is conservative (no node is released while 
 works, even one that holds none of it) and it is the provider's guard. The scaler's two others
 come first: it names only nodes it has seen idle for their grace, and the store re-checks in
 the transaction that cordons or terminates that nothing was placed on them. Past all three,
-the resize to 0 is EMR's graceful shrink (release 5.10.0+, "terminate at task completion"):
-YARN decommissions the node, running containers get
-``yarn.resourcemanager.decommissioning.timeout`` (3600 s by default) before being moved.
-``ModifyInstanceGroups`` with ``EC2InstanceIdsToTerminate`` (immediate, regardless of work) is
-never used.
+the resize to 0 is EMR's graceful shrink (5.10.0+, "terminate at task completion": EMR drains
+the node and decommissions YARN on it, waiting up to YARN's decommission timeout, a yarn-site
+setting; EMR Management Guide, "Cluster scale-down"). ``EC2InstanceIdsToTerminate``
+(immediate, whatever runs there) is never used.
 
 **Ready, interrupted.** ``ready``: the group is RUNNING with its instance running.
 ``interrupted``: a SPOT group that was ready once and now runs fewer instances than it asks

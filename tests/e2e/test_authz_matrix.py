@@ -109,6 +109,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET /ui/workflows":                         (303, 200, 200, 200, 403, 403),
     "GET /ui/workflows/edit":                    (303, 200, 200, 200, 403, 403),
     "POST /ui/workflows/edit":                   (303, 200, 200, 200, 403, 403),
+    "POST /ui/workflows/save":                   (303, 201, 403, 403, 403, 403),
     "GET /ui/clusters":                          (303, 200, 200, 200, 403, 403),
     "GET /ui/events":                            (303, 200, 200, 200, 403, 403),
     "GET /ui/rules":                             (303, 200, 200, 200, 403, 403),
@@ -198,6 +199,9 @@ REQUESTS: dict[str, Request] = {
     "POST /ui/runs/{run_id}/cancel": lambda w: (f"/ui/runs/{w.other_run}/cancel", {}),
     "POST /ui/rules/{name}/enabled": lambda w: (f"/ui/rules/{RULE['name']}/enabled", {
         "data": {"enabled": "true"}}),
+    "POST /ui/workflows/save": lambda w: ("/ui/workflows/save", {"data": {
+        "name": "matrix-ui-saved", "spec": FLOW.replace("name: hello", "name: hello-ui"),
+        "overwrite": "yes"}}),  # (one workflow per file: the API's row saved "hello")
     "POST /ui/tokens": lambda w: ("/ui/tokens", {"data": {
         "name": "made", "role": "client", "tenant": "tenA"}}),
     "POST /ui/tokens/{token_id}/revoke": lambda w: (

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from bridgehead.domain.clusters import Role
-from bridgehead.domain.costs import Price, pool_costs, pool_price, rollup
+from bridgehead.domain.costs import AttemptRecord, Price, pool_costs, pool_price, rollup
 from bridgehead.domain.pools import Pool
 from bridgehead.errors import InvalidSpec
 from bridgehead.server.auth import ClientOrAdmin
@@ -82,7 +82,8 @@ async def costs(
     records = await store_of(request).attempts(since=start, until=end, tenant=tenant)
     prices = {name: Price(**table.model_dump())
               for name, table in request.app.state.settings.prices.items()}
-    pools = await _pools(request, prices, start, end, shown=tenant is None)
+    pools = await _pools(request, prices, start, end,
+                         records=records if tenant is None else None)
     rows, unpriced = rollup(records, prices, by=by, bucket=bucket)
     return CostsOut(
         by=by, bucket=bucket, since=_ts(start), until=_ts(end), pools=pools,
@@ -95,9 +96,11 @@ async def costs(
 
 
 async def _pools(request: Request, prices: dict[str, Price], since: float, until: float, *,
-                 shown: bool) -> list[PoolCostOut]:
-    """The pools' lines; a cluster with pools and no ``[server.prices]`` entry is priced from
-    its pools (``prices`` gains it), so its attempts and its idle rest add up to its nodes."""
+                 records: list[AttemptRecord] | None) -> list[PoolCostOut]:
+    """The pools' lines, from every tenant's attempts in the window (``records``; None: the
+    lines are not shown to this caller, a tenant's client). A cluster with pools and no
+    ``[server.prices]`` entry is priced from its pools (``prices`` gains it), so its attempts
+    and its idle rest add up to its nodes."""
     pools: list[Pool] = request.app.state.pools
     if not pools:
         return []
@@ -107,9 +110,8 @@ async def _pools(request: Request, prices: dict[str, Price], since: float, until
                                                       until=until)}
     for cluster in {p.cluster for p in pools} - set(prices):
         prices[cluster] = pool_price([p for p in pools if p.cluster == cluster], hours)
-    if not shown:
+    if records is None:
         return []
-    records = await store_of(request).attempts(since=since, until=until)
     return [PoolCostOut(pool=c.pool, cluster=c.cluster, node_hours=c.node_hours,
                         node_cost=c.node_cost, attempts=c.attempts, idle=c.idle)
             for c in pool_costs(pools, nodes, records, prices, since=since, until=until)]

@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import cast
 
 from bridgehead.controllers.consumers import EventConsumer
-from bridgehead.domain.jobs import JobState
+from bridgehead.domain.jobs import NOT_STARTED
 from bridgehead.domain.planner import RATE_WINDOW_S, Demand, Plan, PoolState, Running, plan
 from bridgehead.domain.pool_report import Standing
 from bridgehead.domain.pools import Node, NodeState, Pool
@@ -39,7 +39,7 @@ from bridgehead.store.pools_sql import NODE_EVENT, NodeWrite, PoolStore, StoredN
 
 logger = logging.getLogger(__name__)
 
-WAITING = (JobState.QUEUED, JobState.CLAIMED, JobState.SUBMITTING, JobState.SUBMITTED)
+WAITING = tuple(sorted(NOT_STARTED))
 """Jobs that have not started: the demand."""
 DEFAULT_RUNTIME_S = 3600.0
 HISTORY_S = 7 * 86400.0

@@ -58,6 +58,9 @@ TERMINAL: frozenset[JobState] = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
 )
 ACTIVE: frozenset[JobState] = frozenset(JobState) - TERMINAL
+NOT_STARTED: frozenset[JobState] = ACTIVE - {JobState.RUNNING}
+"""A cluster's queue: jobs that have not started (the scaler's demand, the queue the Clusters
+page charts)."""
 IN_FLIGHT: frozenset[JobState] = frozenset(
     {JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING}
 )

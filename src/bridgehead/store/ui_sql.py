@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from bridgehead.domain.clusters import Principal, Role
 from bridgehead.domain.events import Event
-from bridgehead.domain.jobs import Job, JobState
+from bridgehead.domain.jobs import NOT_STARTED, Job, JobState
 from bridgehead.domain.runs import Task
 from bridgehead.errors import AuthError
 from bridgehead.store.base import JobFilter, JobStore
@@ -101,9 +101,6 @@ SELECT * FROM cluster_history WHERE hour >= :since ORDER BY cluster, hour
 """
 HOUR_S = 3600.0
 HISTORY_KEPT_S = 2 * 86400.0
-WAITING_STATES = frozenset({JobState.QUEUED, JobState.CLAIMED, JobState.SUBMITTING,
-                            JobState.SUBMITTED})
-"""A cluster's queue in its history: its jobs that have not started."""
 
 
 def counted_exactly(q: JobQuery) -> bool:
@@ -307,7 +304,7 @@ class SqlUiStore(SqlScheduleStore):
                     continue  # jobs for a cluster that never sent a heartbeat
                 if r["state"] == JobState.RUNNING.value:
                     running[r["cluster"]] += int(r["n"])
-                elif JobState(r["state"]) in WAITING_STATES:
+                elif JobState(r["state"]) in NOT_STARTED:
                     queued[r["cluster"]] += int(r["n"])
             await tx.conn.executemany(SAMPLE_HISTORY, [
                 {"cluster": c, "hour": hour, "queued": queued[c], "running": running[c],

@@ -3,9 +3,12 @@ workload (jobs submitted in batches of 50, claimed, reported submitting, submitt
 succeeded in batches of 50: five writes a job) with the count triggers enabled and disabled,
 alternated on one database so the machine's load drifts over both alike.
 
-    python bench/count_triggers.py [--jobs N] [--rounds R] [--pg-dsn DSN]
+    python bench/count_triggers.py [--jobs N] [--rounds R] [--pg-dsn DSN] [--output FILE]
 
-Prints each round's jobs/s and the medians (nothing is written to bench/results).
+Prints each round's jobs/s and a table of the medians (on/off ratio); writes
+bench/results/count_triggers.json. Each round checks that the mechanism is what it says:
+with the triggers on, the round appended rows to ``job_count_deltas``; off, none (else
+BenchError: a figure from triggers that did not fire, or fired when off, is false).
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 from broker import DEFAULT_PG_DSN, pg_database
+from common import BenchError, publish
+from rich.table import Table
 
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Transition
 from bridgehead.store import JobStore, create_store
 
 TRIGGERS = ("jobs_count_insert", "jobs_count_update", "jobs_count_delete")
 BATCH = 50
+RESULTS = Path(__file__).resolve().parent / "results" / "count_triggers.json"
+DELTAS = "SELECT COUNT(*) FROM job_count_deltas"
 
 
 async def workload(store: JobStore, n: int) -> float:
@@ -46,7 +54,8 @@ async def workload(store: JobStore, n: int) -> float:
     return time.perf_counter() - started
 
 
-async def run(jobs: int, rounds: int, admin_dsn: str) -> None:
+async def run(jobs: int, rounds: int, admin_dsn: str) -> dict[str, list[float]]:
+    """Each mode's jobs/s per round."""
     async with pg_database(admin_dsn, f"bh_bench_{secrets.token_hex(4)}") as dsn:
         store = create_store(dsn)
         await store.open()
@@ -59,14 +68,28 @@ async def run(jobs: int, rounds: int, admin_dsn: str) -> None:
                     verb = "ENABLE" if mode == "on" else "DISABLE"
                     for trigger in TRIGGERS:
                         await conn.execute(f"ALTER TABLE jobs {verb} TRIGGER {trigger}")
+                    before = await conn.fetchval(DELTAS)  # nothing folds them: no server
                     rates[mode].append(jobs / await workload(store, jobs))
-                    print(f"triggers {mode}: {rates[mode][-1]:.0f} jobs/s", flush=True)
+                    added = await conn.fetchval(DELTAS) - before
+                    if (added > 0) != (mode == "on"):
+                        raise BenchError(f"triggers {mode}, yet the round appended {added} "
+                                         "rows to job_count_deltas")
+                    print(f"triggers {mode}: {rates[mode][-1]:.0f} jobs/s "
+                          f"({added} delta rows)", flush=True)
         finally:
             await conn.close()
             await store.close()
-    for mode, values in rates.items():
-        print(f"triggers {mode}: median {statistics.median(values):.0f} jobs/s "
-              f"({', '.join(f'{v:.0f}' for v in values)}); load {os.getloadavg()[0]:.1f}")
+    return rates
+
+
+def table(rates: dict[str, list[float]]) -> Table:
+    on, off = (statistics.median(rates[m]) for m in ("on", "off"))
+    t = Table(title="Store writes with migration 0011's count triggers (PostgreSQL)")
+    for column in ("Measurement", "Triggers on", "Triggers off", "Ratio"):
+        t.add_column(column, justify="left" if column == "Measurement" else "right")
+    t.add_row("jobs/s through 5 writes a job, median", f"{on:.0f}", f"{off:.0f}",
+              f"{on / off:.2f}x")
+    return t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,10 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--pg-dsn", default=os.environ.get("BRIDGEHEAD_TEST_PG_DSN",
                                                            DEFAULT_PG_DSN))
+    parser.add_argument("--output", type=Path, default=RESULTS)
     a = parser.parse_args(argv)
     if a.jobs < BATCH or a.rounds < 1:
         parser.error(f"--jobs must be >= {BATCH} and --rounds >= 1")
-    asyncio.run(run(a.jobs, a.rounds, a.pg_dsn))
+    started = time.monotonic()
+    try:
+        rates = asyncio.run(run(a.jobs, a.rounds, a.pg_dsn))
+    except BenchError as exc:
+        print(f"count_triggers: {exc}", file=sys.stderr)
+        return 1
+    on, off = (statistics.median(rates[m]) for m in ("on", "off"))
+    results = {"jobs_per_s": {"on": on, "off": off}, "ratio": on / off, "rounds": rates,
+               "jobs": a.jobs, "load": os.getloadavg()[0],
+               "run": {"duration_s": round(time.monotonic() - started, 1)}}
+    publish(results, a.output, table(rates), width=100)
     return 0
 
 

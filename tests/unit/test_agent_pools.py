@@ -107,6 +107,17 @@ async def test_launch_then_list_on_the_sim_provider(runner: PoolRunner) -> None:
     assert [n["key"] for n in nodes or []] == ["n2"]
 
 
+async def test_a_failed_command_waits_for_the_regular_heartbeat(runner: PoolRunner) -> None:
+    """Its error goes with the next heartbeat, which would ask for the same launch again: not
+    brought forward, or a provider that keeps failing is called in a tight loop."""
+    runner.configure([sim_pool()])
+    runner.apply(launch("elsewhere", "n1"))  # a pool this agent does not run: it fails
+    await runner.settled()
+    assert not runner.ended.is_set()
+    _, errors = await runner.report()
+    assert [(e["pool"], e["keys"], e["op"]) for e in errors] == [("elsewhere", ["n1"], "launch")]
+
+
 async def test_the_same_pool_table_keeps_its_provider_a_changed_one_gets_a_new_one(
         runner: PoolRunner) -> None:
     runner.configure([sim_pool()])

@@ -175,11 +175,15 @@ class PoolRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # Reported with the next regular heartbeat, not one brought forward: its answer
+            # asks for the same command again, and a provider that keeps failing (a cluster
+            # still starting) must be asked once a heartbeat, not in a tight loop.
             logger.warning("pool %s: %s of %s failed: %s", name, op, what, _describe(exc))
             self._errors.append(NodeError(pool=name, keys=keys, op=op, error=_describe(exc),
                                           shortage=isinstance(exc, CapacityShortage)))
             del self._errors[:-MAX_ERRORS]
-        self.ended.set()
+            return
+        self.ended.set()  # done: the next heartbeat comes at once and lists the result
 
     async def settled(self) -> None:
         """Until every command started so far has ended."""

@@ -20,16 +20,17 @@ from tests.procs import eventually, stack
 
 pytestmark = pytest.mark.slow
 
-POOL = """
+POOL_MAX_NODES = 2
+POOL = f"""
 [[server.pools]]
 name = "task"
 cluster = "emr"
 provider = "emr"
-shape = { cpus = 4, memory_mb = 16384 }
-max_nodes = 2
+shape = {{ cpus = 4, memory_mb = 16384 }}
+max_nodes = {POOL_MAX_NODES}
 idle_grace_s = 2
 price_per_hour = 0.2
-options = { instance_type = "m5.xlarge" }
+options = {{ instance_type = "m5.xlarge" }}
 """
 
 
@@ -60,13 +61,17 @@ def test_a_waiting_step_buys_a_task_node_released_after_its_idle_grace(
         holder = bh.submit(JobSpec(cluster="emr", command=("sh", "-c", HOLD, str(release))))
         until(lambda: bh.get(holder.id).state is JobState.RUNNING, "the first step running")
         waiting = bh.submit(JobSpec(cluster="emr", command=("true",)))
-        until(lambda: task_groups(sim) == {"bh-task-1": 1}, "a TASK node bought for the "
-                                                            "waiting step")
+        until(lambda: 1 in task_groups(sim).values(), "a TASK node bought for the waiting "
+                                                      "step")
         assert bh.get(waiting.id).state is not JobState.SUCCEEDED
         release.touch()  # both steps end; the node is idle from then on
         until(lambda: all(bh.get(j).state is JobState.SUCCEEDED
                           for j in (holder.id, waiting.id)), "both steps to succeed")
-        until(lambda: task_groups(sim) == {"bh-task-1": 0}, "the idle node released")
-        assert sim.calls["AddInstanceGroups"] == 1  # one node bought, never twice
+        # (on a busy machine the cluster may start later than the pool's expected boot: the
+        # scaler then hedges with a second node, a key of its own, released the same way)
+        until(lambda: set(task_groups(sim).values()) == {0}, "the idle nodes released")
+        assert len(task_groups(sim)) <= POOL_MAX_NODES
+        assert sim.calls["AddInstanceGroups"] == len(task_groups(sim))  # one per node, never
+        # twice for one (launch is idempotent by key, however often it is asked)
         log = agent.output()
         assert "pool task: launch" in log and "pool task: terminate" in log

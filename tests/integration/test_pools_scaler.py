@@ -292,16 +292,16 @@ async def test_a_launch_refused_for_capacity_backs_the_pool_off(pools: Pools) ->
     await p.beat(errors=[{"pool": "elastic", "keys": [node], "op": "launch",
                           "error": "no capacity", "shortage": True}])
     assert (await p.nodes())[node] == "failed_boot"
-    assert (await p.pool())["failures_in_row"] == 1
+    pool = await p.pool()  # backs off backoff_s; a shortage is no failure of the pool's
+    assert pool["failures_in_row"] == 0 and pool["backoff_until"] is not None
     billed = await p.store.billed_nodes(since=0, until=time.time() + 1)
     assert billed == []  # nothing was made: nothing is billed
 
 
-async def test_a_batch_refused_for_capacity_is_one_failure_not_one_per_node(
-        pools: Pools) -> None:
-    """The agent launches a pool's nodes in one call; a shortage refuses them together. That
-    is one failure in a row (quarantine_after is 2 here), not three: a refused batch of
-    quarantine_after nodes used to quarantine the pool at once."""
+async def test_batches_refused_for_capacity_never_quarantine_the_pool(pools: Pools) -> None:
+    """The agent launches a pool's nodes in one call; a shortage refuses them together.
+    Refused twice in a row (quarantine_after is 2 here), the pool backs off but is not
+    quarantined: a shortage ends on its own, and an admin should not have to lift it."""
     p = pools
     for _ in range(3):
         await p.submit()
@@ -312,8 +312,16 @@ async def test_a_batch_refused_for_capacity_is_one_failure_not_one_per_node(
     await p.beat(errors=[{"pool": "elastic", "keys": nodes, "op": "launch",
                           "error": "no capacity", "shortage": True}])
     assert set((await p.nodes()).values()) == {"failed_boot"}
+    await p.store.lift_quarantine("elastic")  # ends the backoff (an admin's call): it buys again
+    await p.scaler.scale_pass()
+    again = sorted(set(await p.nodes()) - set(nodes))
+    assert len(again) == 3
+    await p.beat()
+    await p.beat(errors=[{"pool": "elastic", "keys": again, "op": "launch",
+                          "error": "no capacity", "shortage": True}])
     pool = await p.pool()
-    assert pool["failures_in_row"] == 1 and pool["quarantined"] is False
+    assert pool["failures_in_row"] == 0 and pool["quarantined"] is False
+    assert pool["backoff_until"] is not None
 
 
 async def test_a_lost_node_gives_its_attempt_exactly_one_new_attempt(pools: Pools) -> None:

@@ -73,23 +73,39 @@ def test_launches_are_sent_until_listed_and_an_ended_node_listed_again_is_stoppe
     assert states(r)["new"] == "launching"  # asked now: billing may start
 
 
-def test_a_shortage_fails_the_launch_and_backs_off_then_quarantines() -> None:
-    """A refused batch (one launch call for two nodes) is one failure in a row: it backs the
-    pool off; the second refused batch in a row (quarantine_after 2) quarantines it."""
+def test_a_shortage_backs_off_flat_and_never_quarantines() -> None:
+    """A refused batch (one launch call for two nodes) ends both nodes and backs the pool off
+    for backoff_s. Refused again and again (quarantine_after is 2), the pool waits backoff_s
+    each time, not doubled, and is never quarantined: nothing was made, and a shortage says
+    nothing about the pool (it used to quarantine a pool after two refusals, and double the
+    wait up to 16x, so a pool asked again up to 160 s after the shortage ended)."""
     nodes = [node("a", NodeState.LAUNCHING, launched_at=0.0),
              node("b", NodeState.LAUNCHING, launched_at=0.0)]
     short = [NodeError(pool="p", keys=("a", "b"), op="launch", error="none", shortage=True)]
     r = apply_report(POOLS, nodes, [], [], short, {}, 10.0, orphan_grace_s=60)
     assert states(r) == {"a": "failed_boot", "b": "failed_boot"}
     s = r.standings["p"]
-    assert (s.failures_in_row, s.quarantined, r.quarantined) == (1, False, ())
+    assert (s.failures_in_row, s.quarantined, r.quarantined) == (0, False, ())
     assert s.backoff_until == 10.0 + 10.0
-    nodes = [node("c", NodeState.LAUNCHING, launched_at=30.0)]
-    short = [NodeError(pool="p", keys=("c",), op="launch", error="none", shortage=True)]
-    r = apply_report(POOLS, nodes, [], [], short, {"p": s}, 40.0, orphan_grace_s=60)
+    for at in (40.0, 70.0, 100.0):
+        nodes = [node(f"c{at}", NodeState.LAUNCHING, launched_at=at - 10)]
+        short = [NodeError(pool="p", keys=(f"c{at}",), op="launch", error="none",
+                           shortage=True)]
+        r = apply_report(POOLS, nodes, [], [], short, {"p": s}, at, orphan_grace_s=60)
+        s = r.standings["p"]
+        assert (s.failures_in_row, s.quarantined, r.quarantined) == (0, False, ())
+        assert s.backoff_until == at + 10.0
+
+
+def test_a_shortage_keeps_a_run_of_failed_boots_and_its_longer_backoff() -> None:
+    """A pool backing off 40 s after failed boots, then refused: the run of failures and the
+    longer backoff stay (a shortage neither forgives nor shortens them)."""
+    was = Standing(pool="p", failures_in_row=1, backoff_until=50.0)
+    nodes = [node("a", NodeState.LAUNCHING, launched_at=0.0)]
+    short = [NodeError(pool="p", keys=("a",), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, nodes, [], [], short, {"p": was}, 10.0, orphan_grace_s=60)
     s = r.standings["p"]
-    assert (s.failures_in_row, s.quarantined) == (2, True) and r.quarantined == ("p",)
-    assert s.backoff_until == 40.0 + 10.0 * 2  # doubled for the second in a row
+    assert (s.failures_in_row, s.backoff_until, s.quarantined) == (1, 50.0, False)
 
 
 def test_other_errors_and_other_pools_change_nothing() -> None:

@@ -4,7 +4,8 @@ the heartbeat answers.
 The agent lists every node of its cluster's pools right before each heartbeat (see
 ``docs/pools.md``). The report goes through :func:`~bridgehead.domain.pool_reconcile.reconcile`
 (booted, busy, idle, lost, orphans, adopted), then its errors are applied (a launch refused for
-a capacity shortage is a failed boot: nothing was made, nothing is billed, the pool backs off),
+a capacity shortage ends its nodes as failed boots: nothing was made, nothing is billed; the
+pool waits ``backoff_s`` and asks again, see :func:`refuse_pool`),
 and the answer's commands are derived from the nodes as they are after it:
 
 - ``launch`` for every node requested or launching that the provider has not listed yet
@@ -78,6 +79,17 @@ def fail_pool(pool: Pool, s: Standing, now: float) -> Standing:
                    quarantined=s.quarantined or failures >= pool.quarantine_after)
 
 
+def refuse_pool(pool: Pool, s: Standing, now: float) -> Standing:
+    """The standing after a launch the provider refused for a capacity shortage: the pool
+    buys nothing for ``backoff_s``, then asks again, as long as the shortage lasts. Unlike a
+    failed boot it neither doubles the wait nor counts towards quarantine: nothing was made
+    or billed, so asking again costs one call, and a shortage says nothing about the pool's
+    image or configuration (Karpenter likewise marks an offering out of capacity for a fixed
+    3 minutes, and retries for as long as it lasts). A run of failed boots is left as it was.
+    """
+    return replace(s, backoff_until=max(s.backoff_until, now + pool.backoff_s))
+
+
 def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequence[Node],
                  listed: Sequence[ProviderNode], errors: Sequence[NodeError],
                  standings: Mapping[str, Standing], now: float, *,
@@ -107,11 +119,8 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
                     refused.provider_id is None):
                 out[key] = refused.to(NodeState.FAILED_BOOT, now)
                 refusals += 1
-        if refusals:  # one refusal of the batch: one failure, however many nodes it asked for
-            was = stand[e.pool].quarantined
-            stand[e.pool] = fail_pool(pools[e.pool], stand[e.pool], now)
-            if stand[e.pool].quarantined and not was:
-                quarantined.append(e.pool)
+        if refusals:
+            stand[e.pool] = refuse_pool(pools[e.pool], stand[e.pool], now)
     pool_of = {p.provider_id: p.pool for p in listed}
     for name in stand:
         stand[name] = replace(stand[name], orphans={

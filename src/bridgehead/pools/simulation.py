@@ -290,7 +290,7 @@ class Simulation:
         except CapacityShortage:
             self._set(node.to(NodeState.FAILED_BOOT, now))
             self.refused.add(node.id)
-            self._pool_failed(run, now)
+            run.backoff_until = max(run.backoff_until, now + run.pool.backoff_s)
             return False
         if pid is None:
             return True  # the record of the launch was lost (a crash): the cloud has an orphan

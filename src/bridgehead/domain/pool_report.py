@@ -66,8 +66,6 @@ class Applied:
     """Nodes lost in this report: their jobs' attempts are lost to the infrastructure."""
     booted: tuple[Node, ...] = ()
     """Nodes ready for the first time in this report."""
-    quarantined: tuple[str, ...] = ()
-    """Pools quarantined by this report (a launch refused N times in a row)."""
     commands: tuple[Command, ...] = ()
 
 
@@ -108,7 +106,6 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
         NodeState.IDLE, NodeState.BUSY))
     for n in booted:
         stand[n.pool] = replace(stand[n.pool], failures_in_row=0)
-    quarantined: list[str] = []
     for e in errors:
         if e.op != "launch" or not e.shortage or e.pool not in pools:
             continue
@@ -132,7 +129,7 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
         if c.op == "launch" and asked is not None and asked.state is NodeState.REQUESTED:
             out[asked.id] = asked.to(NodeState.LAUNCHING, now)
     return Applied(nodes=tuple(out.values()), standings=stand, lost=r.lost, booted=booted,
-                   quarantined=tuple(quarantined), commands=commands)
+                   commands=commands)
 
 
 def _commands(nodes: Mapping[str, Node], listed: Sequence[ProviderNode],

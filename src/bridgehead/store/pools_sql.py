@@ -389,8 +389,6 @@ class SqlPoolStore(SqlUiStore):
             await tx.conn.executemany(UPSERT_STANDING, [  # only those that changed
                 _standing_row(s) for name, s in applied.standings.items()
                 if s != standings.get(name, Standing(pool=name))])
-            events += [quarantine_event(applied.standings[name], now)
-                       for name in applied.quarantined]
             lost = [t for n in applied.lost if n.id in written
                     for t in self._lost(before[n.id], n)]
             events += await self._lose(tx, lost, max_lost_attempts, now)

@@ -42,7 +42,9 @@ from bridgehead.domain.pools import CapacityType, Node, NodeShape, NodeState, Po
 from bridgehead.pools.traces import planner_load
 
 
-# -- the reference: the planner as it was before the index (commit cadb946) --------------------
+# -- the reference: the planner as it was before the index (commit cadb946), with the rules added
+# since: empty nodes idled last first (rank), no release while a pool that cannot buy has jobs
+# waiting (starved) --------------------------------------------------------------------------
 def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
     states = sorted(pools, key=lambda s: s.pool.name)
     failed = _failed_boots(states, now)
@@ -73,7 +75,8 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
             start.append(d.job_id)
     spares = _ref_spares(states, bins)
     launch = _ref_floor_and_reserve(states, bins, bought, now, spares)
-    cordon, terminate = _release(states, bins, placements, now)
+    starved = {d.cluster for d in demand if d.job_id in waiting}
+    cordon, terminate = _release(states, bins, placements, now, starved=starved)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
@@ -85,7 +88,7 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
 def _ref_first_fit(d: Demand, bins: Sequence[_Bin]) -> list[_Bin] | None:
     chosen: list[_Bin] = []
     seen: set[str] = set()
-    for b in sorted(bins, key=lambda b: (b.tier, -b.load, b.pool, b.id)):
+    for b in sorted(bins, key=lambda b: (b.tier, -b.load, b.pool, b.rank, b.id)):
         if b.id not in seen and b.fits(d):
             chosen.append(b)
             seen.add(b.id)
@@ -111,7 +114,7 @@ def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict
             why = f"pool {pool.name} is backing off after a failed boot"
             continue
         new: list[_Bin] = []
-        for b in sorted(bins, key=lambda b: (b.tier, -b.load, b.pool, b.id)):
+        for b in sorted(bins, key=lambda b: (b.tier, -b.load, b.pool, b.rank, b.id)):
             if b.pool == pool.name and b.id not in {n.id for n in new} and b.fits(d):
                 new.append(b)
         new = new[:d.nodes]

@@ -158,6 +158,33 @@ def test_releases_only_empty_nodes_past_their_grace_beyond_floor_and_reserve() -
     assert wanted.terminate == () and wanted.launch == {"small": 1}  # warm_idle
 
 
+def test_an_empty_node_idled_last_is_filled_first_so_the_longest_idle_reach_grace() -> None:
+    """Of the empty ready nodes, a job takes the one whose state changed last: "a" (idle
+    since 0) is left alone and released at its grace, instead of each arrival keeping a
+    different node warm (placing by id did: "a" first)."""
+    nodes = (node("a", NodeState.IDLE, since=0.0), node("b", NodeState.IDLE, since=30.0))
+    p = plan([job("j", 4)], [PoolState(pool=pool(), nodes=nodes)], now=60.0)
+    assert p.placements == {"j": ("b",)} and p.cordon == ("a",)
+    busy = (node("a", NodeState.BUSY, since=0.0), node("b", NodeState.IDLE, since=30.0))
+    running = (Running(node_id="a", cores=2),)  # the busiest first still comes before
+    p = plan([job("j", 2)], [PoolState(pool=pool(), nodes=busy, running=running)], now=60.0)
+    assert p.placements == {"j": ("a",)}
+
+
+def test_a_pool_that_cannot_buy_keeps_its_idle_nodes_while_jobs_wait() -> None:
+    """A pool backing off (a failed boot, a capacity shortage) with a job waiting keeps its
+    idle nodes past their grace: what it gives back it cannot get back now, and running jobs
+    ending may add up to the gang. With nothing waiting, or able to buy, it releases them."""
+    nodes = (node("a", NodeState.IDLE, since=0.0), node("b", NodeState.IDLE, since=0.0))
+    gang = [job("g", 4, nodes=3)]
+    backing = PoolState(pool=pool(), nodes=nodes, backoff_until=200.0)
+    p = plan(gang, [backing], now=100.0)
+    assert "g" in p.waiting and p.cordon == ()
+    assert plan([], [backing], now=100.0).cordon == ("a", "b")
+    buying = plan(gang, [PoolState(pool=pool(), nodes=nodes)], now=100.0)
+    assert buying.placements["g"][:2] == ("a", "b") and buying.launch == {"small": 1}
+
+
 def test_a_boot_past_its_timeout_is_failed_and_its_job_replanned() -> None:
     slow = node("a", NodeState.BOOTING, since=0.0, launched_at=0.0)
     p = plan([job("j", 4)], [PoolState(pool=pool(), nodes=(slow,))], now=301.0)

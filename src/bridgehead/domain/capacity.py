@@ -7,7 +7,7 @@ packs, this says what there is and what is kept."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,9 @@ class _Bin:
     gpus: int
     load: int = 0
     """Cores held: the busiest first within a tier."""
+    rank: float = 0.0
+    """Within a tier and load: the lower first (a ready node: the one whose state changed
+    last, so the nodes idle longest are the ones left to reach their idle grace)."""
 
     def fits(self, d: Demand) -> bool:
         return self.cores >= d.cores and self.memory_mb >= d.memory_mb and self.gpus >= d.gpus
@@ -90,7 +93,7 @@ def _bins(states: Sequence[PoolState], now: float, failed: set[str]) -> list[_Bi
                 cores, memory, gpus = cores - h[0], memory - h[1], gpus - h[2]
             if n.state in (NodeState.IDLE, NodeState.BUSY):
                 out.append(_Bin(n.id, pool, READY_TIER, cores, memory, gpus,
-                                load=shape.cpus - cores))
+                                load=shape.cpus - cores, rank=-n.since))
                 if h is not None and h[6]:
                     out.append(_Bin(n.id, pool, SOON_TIER, h[3], h[4], h[5]))
             elif n.state in NODE_COMING and now - (
@@ -150,9 +153,11 @@ def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
 
 def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
              placements: Mapping[str, tuple[str, ...]], now: float,
-             live: Mapping[str, int] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+             live: Mapping[str, int] | None = None, starved: Collection[str] = ()
+             ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(nodes to cordon, nodes to terminate): empty nodes past their idle grace, beyond the
-    pool's floor and reserve; cordoned ones still empty and given nothing. (Boot spares need
+    pool's floor and reserve, except in a pool that cannot buy now while jobs of its cluster
+    (``starved``) wait; cordoned ones still empty and given nothing. (Boot spares need
     no keeping here: a pass that waits on a boot has no idle node its jobs fit, as first fit
     takes ready nodes before those on their way.)"""
     used = {node for nodes in placements.values() for node in nodes}
@@ -166,6 +171,8 @@ def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
         empty = [n for n in s.nodes if n.id not in used and n.id not in held and not n.jobs]
         terminate += [n.id for n in empty if n.state is NodeState.CORDONED]
         idle = [n for n in empty if n.state is NodeState.IDLE]
+        if pool.cluster in starved and (s.quarantined or now < s.backoff_until):
+            continue
         have = live[pool.name] if live is not None else _live(s)
         keep = max(pool.min_nodes - (have - len(idle)), pool.warm_idle, 0)
         expired = sorted((n for n in idle if now - n.since >= pool.idle_grace_s),

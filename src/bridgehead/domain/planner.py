@@ -9,7 +9,9 @@ cluster's ``fifo_after_s`` come first, oldest first; the others are packed large
 a shortage take every node that freed while small ones waited for all of them). Each goes
 into, in order (Karpenter's first-fit onto existing, then launching, then new nodes):
 
-1. free capacity of ready nodes, the busiest first, so whole nodes empty out;
+1. free capacity of ready nodes, the busiest first, so whole nodes empty out, and of the
+   empty ones the one idled last, so the nodes idle longest are left to reach their grace
+   (placed by id, each arrival kept a different node warm);
 2. nodes on their way (requested, launching, booting), unless booting for longer than
    ``slow_boot_factor`` x ``expected_boot_s``: boot times have a long tail and some never
    end, so the jobs planned on a slow node get a replacement bought (a hedge) while it keeps
@@ -30,7 +32,9 @@ Beyond the placements, each elastic pool keeps ``min_nodes`` and a reserve of em
 its slowest boot: a spare that boots first takes its place).
 
 Release: a ready node with no job and none placed, idle past its pool's ``idle_grace_s``,
-beyond ``min_nodes`` and that reserve, is cordoned; a cordoned node still empty
+beyond ``min_nodes`` and that reserve, is cordoned, unless its pool cannot buy now (backing
+off, quarantined) while jobs of its cluster wait: a node given back then cannot be bought
+again, and jobs ending on others may yet add up to a waiting gang; a cordoned node still empty
 is terminated (the scaler re-checks, in the transaction that terminates it, that nothing was
 placed on it). A node with a job is never released: nothing here can name it.
 
@@ -167,7 +171,8 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
             start.append(d.job_id)
     spares = _spares(states, bins)
     launch = _floor_and_reserve(states, bins, packer.bought, now, packer.live, spares)
-    cordon, terminate = _release(states, bins, placements, now, packer.live)
+    starved = {d.cluster for d in demand if d.job_id in waiting}
+    cordon, terminate = _release(states, bins, placements, now, packer.live, starved)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
@@ -228,7 +233,7 @@ class _Bucket:
     """The bins of one cluster with one (tier, load), in (pool, id) order, and an upper bound
     of their free capacity (stale only ever high, so it can skip the bucket, never a fit)."""
 
-    keys: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[tuple[str, float, str]] = field(default_factory=list)
     bins: list[_Bin] = field(default_factory=list)
     cores: float = -math.inf
     memory_mb: float = -math.inf
@@ -270,9 +275,9 @@ class _Packer:
         for b in bins:
             groups.setdefault((self.cluster_of[b.pool], b.tier, b.load), []).append(b)
         for (cluster, tier, load), members in groups.items():
-            members.sort(key=lambda b: (b.pool, b.id))
+            members.sort(key=lambda b: (b.pool, b.rank, b.id))
             self._buckets.setdefault(cluster, {})[(tier, load)] = _Bucket(
-                keys=[(b.pool, b.id) for b in members], bins=members,
+                keys=[(b.pool, b.rank, b.id) for b in members], bins=members,
                 cores=max(b.cores for b in members),
                 memory_mb=max(b.memory_mb for b in members),
                 gpus=max(b.gpus for b in members))
@@ -325,7 +330,7 @@ class _Packer:
             at = bisect.bisect_left(ranks, (b.tier, -b.load))
             ranks.insert(at, (b.tier, -b.load))
             self._order.setdefault(cluster, []).insert(at, bucket)
-        key = (b.pool, b.id)
+        key = (b.pool, b.rank, b.id)
         at = bisect.bisect_left(bucket.keys, key)
         bucket.keys.insert(at, key)
         bucket.bins.insert(at, b)
@@ -335,7 +340,7 @@ class _Packer:
 
     def _take(self, b: _Bin, d: Demand) -> None:
         bucket = self._buckets[self.cluster_of[b.pool]][(b.tier, b.load)]
-        at = bisect.bisect_left(bucket.keys, (b.pool, b.id))
+        at = bisect.bisect_left(bucket.keys, (b.pool, b.rank, b.id))
         del bucket.keys[at]
         del bucket.bins[at]
         b.take(d)

@@ -43,7 +43,7 @@ from bridgehead.pools.traces import planner_load
 
 
 # -- the reference: the planner as it was before the index (commit cadb946), with the rules added
-# since: empty nodes idled last first (rank), no release while a pool that cannot buy has jobs
+# since: empty nodes idled last first (rank), no release while a pool backing off has jobs
 # waiting (starved) --------------------------------------------------------------------------
 def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
     states = sorted(pools, key=lambda s: s.pool.name)

@@ -171,16 +171,19 @@ def test_an_empty_node_idled_last_is_filled_first_so_the_longest_idle_reach_grac
     assert p.placements == {"j": ("a",)}
 
 
-def test_a_pool_that_cannot_buy_keeps_its_idle_nodes_while_jobs_wait() -> None:
+def test_a_pool_backing_off_keeps_its_idle_nodes_while_jobs_wait() -> None:
     """A pool backing off (a failed boot, a capacity shortage) with a job waiting keeps its
     idle nodes past their grace: what it gives back it cannot get back now, and running jobs
-    ending may add up to the gang. With nothing waiting, or able to buy, it releases them."""
+    ending may add up to the gang. With nothing waiting, able to buy, or quarantined (which
+    only an admin ends), it releases them."""
     nodes = (node("a", NodeState.IDLE, since=0.0), node("b", NodeState.IDLE, since=0.0))
     gang = [job("g", 4, nodes=3)]
     backing = PoolState(pool=pool(), nodes=nodes, backoff_until=200.0)
     p = plan(gang, [backing], now=100.0)
     assert "g" in p.waiting and p.cordon == ()
     assert plan([], [backing], now=100.0).cordon == ("a", "b")
+    quarantined = PoolState(pool=pool(), nodes=nodes, quarantined=True)
+    assert plan(gang, [quarantined], now=100.0).cordon == ("a", "b")
     buying = plan(gang, [PoolState(pool=pool(), nodes=nodes)], now=100.0)
     assert buying.placements["g"][:2] == ("a", "b") and buying.launch == {"small": 1}
 

@@ -315,13 +315,41 @@ async def test_batches_refused_for_capacity_never_quarantine_the_pool(pools: Poo
     await p.store.lift_quarantine("elastic")  # ends the backoff (an admin's call): it buys again
     await p.scaler.scale_pass()
     again = sorted(set(await p.nodes()) - set(nodes))
-    assert len(again) == 3
+    assert len(again) == 1  # a probe: one node, not the three the queue wants
     await p.beat()
     await p.beat(errors=[{"pool": "elastic", "keys": again, "op": "launch",
                           "error": "no capacity", "shortage": True}])
     pool = await p.pool()
     assert pool["failures_in_row"] == 0 and pool["quarantined"] is False
-    assert pool["backoff_until"] is not None
+    assert pool["backoff_until"] is not None and pool["shortage_since"] is not None
+
+
+async def test_after_a_shortage_the_pool_probes_with_one_node_until_one_is_taken(
+        pools: Pools) -> None:
+    """Refused for a shortage, the pool asks for one node at a time; once the provider
+    lists one launched since, the shortage is over and the next pass buys the rest."""
+    p = pools
+    for _ in range(3):
+        await p.submit()
+    await p.scaler.scale_pass()
+    refused = sorted(await p.nodes())
+    await p.beat()
+    await p.beat(errors=[{"pool": "elastic", "keys": refused, "op": "launch",
+                          "error": "no capacity", "shortage": True}])
+    shortage = (await p.pool())["shortage_since"]
+    assert shortage is not None
+    await p.store.lift_quarantine("elastic")  # ends the backoff, not the shortage
+    await p.scaler.scale_pass()
+    await p.scaler.scale_pass()  # still one: the probe is not answered yet
+    [probe] = sorted(set(await p.nodes()) - set(refused))
+    assert "one node at a time" in " ".join(p.scaler.last_plan.waiting.values())  # type: ignore[union-attr]
+    answer = await p.beat()
+    assert [c["key"] for c in answer["scale"]] == [probe]
+    await p.beat(listed(probe, ready=False))  # taken: booting
+    pool = await p.pool()
+    assert pool["shortage_since"] is None and pool["states"] == {"booting": 1}
+    await p.scaler.scale_pass()
+    assert len(set(await p.nodes()) - set(refused)) == 3  # the rest, at once
 
 
 async def test_a_lost_node_gives_its_attempt_exactly_one_new_attempt(pools: Pools) -> None:

@@ -43,8 +43,8 @@ from bridgehead.pools.traces import planner_load
 
 
 # -- the reference: the planner as it was before the index (commit cadb946), with the rules added
-# since: empty nodes idled last first (rank), no release while a pool backing off has jobs
-# waiting (starved) --------------------------------------------------------------------------
+# since: empty nodes idled last first (rank), no release while a pool backing off or probing
+# has jobs waiting (starved), one node at a time while probing after a shortage (probes) ---
 def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Plan:
     states = sorted(pools, key=lambda s: s.pool.name)
     failed = _failed_boots(states, now)
@@ -54,6 +54,7 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
     waiting: dict[str, str] = {}
     unplaceable: dict[str, str] = {}
     bought: dict[str, int] = {}
+    probes: set[str] = set()
     start: list[str] = []
     for d in sorted(demand, key=_order(states, now)):
         mine = [s for s in states if s.pool.cluster == d.cluster]
@@ -64,7 +65,7 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
         names = {s.pool.name for s in fit}
         chosen = _ref_first_fit(d, [b for b in bins if b.pool in names])
         if chosen is None:
-            got, why = _ref_buy(d, fit, bins, bought, now)
+            got, why = _ref_buy(d, fit, bins, bought, now, probes)
             if got is None:
                 waiting[d.job_id] = why
                 continue
@@ -73,6 +74,8 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
         placements[d.job_id] = tuple(b.id for b in chosen)
         if all(b.tier in (READY_TIER, CORDONED_TIER) for b in chosen):
             start.append(d.job_id)
+    for name in probes:
+        bought[name] = max(bought.get(name, 0), 1)
     spares = _ref_spares(states, bins)
     launch = _ref_floor_and_reserve(states, bins, bought, now, spares)
     starved = {d.cluster for d in demand if d.job_id in waiting}
@@ -100,7 +103,7 @@ def _ref_first_fit(d: Demand, bins: Sequence[_Bin]) -> list[_Bin] | None:
 
 
 def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict[str, int],
-             now: float) -> tuple[tuple[str, ...] | None, str]:
+             now: float, probes: set[str]) -> tuple[tuple[str, ...] | None, str]:
     why = "no pool of its cluster can grow now"
     for s in sorted(fit, key=lambda s: (_cost_rate(d, s.pool), s.pool.name)):
         pool = s.pool
@@ -111,7 +114,7 @@ def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict
             why = f"pool {pool.name} is quarantined after failed boots"
             continue
         if now < s.backoff_until:
-            why = f"pool {pool.name} is backing off after a failed boot"
+            why = f"pool {pool.name} is backing off after a failed boot or a capacity shortage"
             continue
         new: list[_Bin] = []
         for b in sorted(bins, key=lambda b: (b.tier, -b.load, b.pool, b.rank, b.id)):
@@ -121,8 +124,14 @@ def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict
         missing = d.nodes - len(new)
         room = min(pool.max_nodes - _live(s) - bought.get(pool.name, 0),
                    pool.launches_per_minute - _recent(s, now) - bought.get(pool.name, 0))
+        if s.probing:
+            room = min(room, _ref_probe_room(s) - bought.get(pool.name, 0))
         if missing > room:
-            why = (f"pool {pool.name} can add {max(room, 0)} node(s) now (max_nodes "
+            if s.probing and room >= 1:
+                probes.add(pool.name)
+            why = (f"pool {pool.name} probes after a capacity shortage, one node at a time "
+                   f"until the provider takes one: fewer than the job needs" if s.probing else
+                   f"pool {pool.name} can add {max(room, 0)} node(s) now (max_nodes "
                    f"{pool.max_nodes}, {pool.launches_per_minute} launches a minute): fewer "
                    f"than the job needs")
             continue
@@ -139,6 +148,11 @@ def _ref_buy(d: Demand, fit: Sequence[PoolState], bins: list[_Bin], bought: dict
             b.take(d)
         return tuple(b.id for b in chosen), ""
     return None, why
+
+
+def _ref_probe_room(s: PoolState) -> int:
+    asked = [n for n in s.nodes if n.state in (NodeState.REQUESTED, NodeState.LAUNCHING)]
+    return 1 - len(asked)
 
 
 def _ref_spares(states: Sequence[PoolState], bins: Sequence[_Bin]) -> dict[str, int]:
@@ -165,6 +179,8 @@ def _ref_floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
         want = max(pool.min_nodes - have, pool.warm_idle + spares[pool.name] - empty, 0)
         room = min(pool.max_nodes - have,
                    pool.launches_per_minute - _recent(s, now) - launch.get(pool.name, 0))
+        if s.probing:
+            room = min(room, _ref_probe_room(s) - launch.get(pool.name, 0))
         launch[pool.name] = launch.get(pool.name, 0) + max(min(want, room), 0)
     return launch
 
@@ -213,7 +229,8 @@ def random_inputs(seed: int, pools: int, jobs: int) -> tuple[list[Demand], list[
                                 launches=tuple(rng.choice([-90.0, -10.0])
                                                for _ in range(rng.randint(0, 3))),
                                 backoff_until=rng.choice([0.0, 0.0, 0.0, 50.0]),
-                                quarantined=rng.random() < 0.1))
+                                quarantined=rng.random() < 0.1,
+                                probing=rng.random() < 0.15))
     demand = [Demand(job_id=f"j{i:03d}", cluster=rng.choice([*clusters, "nowhere"]
                                                               if rng.random() < 0.05 else clusters),
                      cores=rng.choice([1, 1, 2, 3, 4, 8, 16]),

@@ -97,6 +97,28 @@ def test_a_shortage_backs_off_flat_and_never_quarantines() -> None:
         assert s.backoff_until == at + 10.0
 
 
+def test_a_shortage_lasts_until_the_provider_lists_a_node_launched_since() -> None:
+    """short_since is set by the first refusal and kept by the next; a node the provider
+    lists that was launched before it says nothing; one launched after it ends it."""
+    short = [NodeError(pool="p", keys=("a",), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, [node("a", NodeState.LAUNCHING, launched_at=5.0)], [], [], short,
+                     {}, 10.0, orphan_grace_s=60)
+    assert r.standings["p"].short_since == 10.0
+    short = [NodeError(pool="p", keys=("b",), op="launch", error="none", shortage=True)]
+    r = apply_report(POOLS, [node("b", NodeState.LAUNCHING, launched_at=25.0)], [], [], short,
+                     r.standings, 30.0, orphan_grace_s=60)
+    assert r.standings["p"].short_since == 10.0  # since the first refusal
+    old = node("old", NodeState.BOOTING, provider_id="p-old", launched_at=0.0)
+    r = apply_report(POOLS, [old], [], [seen("old", "p-old", ready=False)], [], r.standings,
+                     40.0, orphan_grace_s=60)
+    assert r.standings["p"].short_since == 10.0  # launched before the shortage
+    probe = node("probe", NodeState.LAUNCHING, launched_at=45.0)
+    r = apply_report(POOLS, [old, probe], [], [seen("old", "p-old", ready=False),
+                                               seen("probe", "p-probe", ready=False)],
+                     [], r.standings, 50.0, orphan_grace_s=60)
+    assert r.standings["p"].short_since is None
+
+
 def test_a_shortage_keeps_a_run_of_failed_boots_and_its_longer_backoff() -> None:
     """A pool backing off 40 s after failed boots, then refused: the run of failures and the
     longer backoff stay (a shortage neither forgives nor shortens them)."""

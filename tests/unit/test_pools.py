@@ -188,6 +188,24 @@ def test_a_pool_backing_off_keeps_its_idle_nodes_while_jobs_wait() -> None:
     assert buying.placements["g"][:2] == ("a", "b") and buying.launch == {"small": 1}
 
 
+def test_a_probing_pool_buys_one_node_at_a_time() -> None:
+    """After a shortage (probing), a gang of 3 buys nothing and waits, saying why, and the
+    pool buys one bare node to learn whether the shortage is over; a one-node job takes that
+    node, and a second one waits. Within max_nodes: a full pool probes with nothing."""
+    probing = PoolState(pool=pool(), probing=True)
+    p = plan([job("g", 4, nodes=3)], [probing], now=0.0)
+    assert p.launch == {"small": 1} and p.placements == {}
+    assert "one node at a time" in p.waiting["g"]
+    p = plan([job("a", 4), job("b", 4)], [probing], now=0.0)
+    assert p.launch == {"small": 1} and p.placements == {"a": ("new:small:0",)}
+    assert set(p.waiting) == {"b"}
+    full = PoolState(pool=pool(max_nodes=1), probing=True,
+                     nodes=(node("x", NodeState.BUSY),), running=(Running(node_id="x", cores=4),))
+    assert plan([job("g", 4, nodes=3)], [full], now=0.0).launch == {}
+    asked = PoolState(pool=pool(), probing=True, nodes=(node("p", NodeState.LAUNCHING),))
+    assert plan([job("g", 4, nodes=3)], [asked], now=0.0).launch == {}  # one at a time
+
+
 def test_a_boot_past_its_timeout_is_failed_and_its_job_replanned() -> None:
     slow = node("a", NodeState.BOOTING, since=0.0, launched_at=0.0)
     p = plan([job("j", 4)], [PoolState(pool=pool(), nodes=(slow,))], now=301.0)

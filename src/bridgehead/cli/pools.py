@@ -21,7 +21,7 @@ ORDER = ("requested", "launching", "booting", "idle", "busy", "cordoned", "termi
 @click.option("--json", "as_json", is_flag=True)
 def pools(lift: str | None, as_json: bool) -> None:
     """Elastic pools: nodes by state, min/max nodes and price per node-hour; a pool backing
-    off after failed boots or quarantined says so."""
+    off after failed boots, short of capacity or quarantined says so."""
     from bridgehead.client import Client
 
     with Client() as bh:
@@ -40,8 +40,11 @@ def pools(lift: str | None, as_json: bool) -> None:
         nodes = ", ".join(f"{states[s]} {s}" for s in (*ORDER, *sorted(set(states) - set(ORDER)))
                           if states.get(s)) or "none"
         status = "[red]quarantined[/]" if p["quarantined"] else (
-            f"[yellow]backing off ({p['failures_in_row']} failed)[/]" if p["backoff_until"]
-            else "ok")
+            f"[yellow]backing off ({p['failures_in_row']} failed)[/]" if p["failures_in_row"]
+            and p["backoff_until"] else
+            f"[yellow]capacity shortage since {p['shortage_since'][11:19]} UTC: one node at a "
+            f"time[/]" if p.get("shortage_since") else
+            "[yellow]backing off[/]" if p["backoff_until"] else "ok")
         table.add_row(p["name"], p["cluster"], p["provider"], nodes,
                       f"{p['min_nodes']}/{p['max_nodes']}", f"{p['price_per_hour']:.2f}", status)
     console.print(table)

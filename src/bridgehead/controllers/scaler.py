@@ -184,5 +184,6 @@ def _pool_state(pool: Pool, nodes: Sequence[StoredNode], s: Standing, now: float
         planned.append(n)
     return PoolState(pool=pool, nodes=tuple(planned), running=tuple(running),
                      launches=tuple(t for t in s.launches if now - t < RATE_WINDOW_S),
-                     backoff_until=s.backoff_until, quarantined=s.quarantined)
+                     backoff_until=s.backoff_until, quarantined=s.quarantined,
+                     probing=s.short_since is not None)
 

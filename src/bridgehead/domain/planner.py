@@ -24,8 +24,9 @@ into, in order (Karpenter's first-fit onto existing, then launching, then new no
 5. the pool with the lowest cost per packed job-second (price x the share of a node the job
    takes) that can grow to hold it: what that pool already has room for (1-4 and nodes
    bought in this plan), then new nodes for the rest, within ``max_nodes``, the launch
-   rate, and not in backoff or quarantine. A gang that cannot get all its nodes from one
-   pool buys nothing and waits.
+   rate, and not in backoff or quarantine; one node at a time while the pool probes after a
+   capacity shortage (``probing``: a job needing more waits, and the pool buys its one node
+   bare). A gang that cannot get all its nodes from one pool buys nothing and waits.
 
 Beyond the placements, each elastic pool keeps ``min_nodes`` and a reserve of empty nodes:
 ``warm_idle``, plus ``boot_spares`` x the nodes placed jobs wait on to boot (a gang waits for
@@ -33,9 +34,10 @@ its slowest boot: a spare that boots first takes its place).
 
 Release: a ready node with no job and none placed, idle past its pool's ``idle_grace_s``,
 beyond ``min_nodes`` and that reserve, is cordoned, unless its pool is backing off (a failed
-boot, a capacity shortage) while jobs of its cluster wait: a node given back then cannot be
-bought again, and jobs ending on others may yet add up to a waiting gang (a quarantined pool
-releases as usual: its end is an admin's call, and idle nodes would be paid for until then);
+boot, a capacity shortage) or probing while jobs of its cluster wait: a node given back then
+cannot be bought again, and jobs ending on others may yet add up to a waiting gang (a
+quarantined pool releases as usual: its end is an admin's call, and idle nodes would be paid
+for until then);
 a cordoned node still empty is terminated (the scaler re-checks, in the transaction that
 terminates it, that nothing was placed on it). A node with a job is never released: nothing
 here can name it.
@@ -65,6 +67,7 @@ from bridgehead.domain.capacity import (
     _floor_and_reserve,
     _forgotten,
     _live,
+    _probe_room,
     _recent,
     _release,
     _spares,
@@ -113,6 +116,9 @@ class PoolState:
     """When this pool's recent launches were asked for (the rate limit looks back 60 s)."""
     backoff_until: float = 0.0
     quarantined: bool = False
+    probing: bool = False
+    """The provider refused its last launch for a capacity shortage and has taken none since:
+    it buys one node at a time (a probe) until one is taken."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +177,8 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
         placements[d.job_id] = tuple(b.id for b in chosen)
         if all(b.tier in (READY_TIER, CORDONED_TIER) for b in chosen):
             start.append(d.job_id)
+    for name in packer.probes:  # a probe for a gang the probing pool cannot buy for yet
+        packer.bought[name] = max(packer.bought.get(name, 0), 1)
     spares = _spares(states, bins)
     launch = _floor_and_reserve(states, bins, packer.bought, now, packer.live, spares)
     starved = {d.cluster for d in demand if d.job_id in waiting}
@@ -271,6 +279,8 @@ class _Packer:
         self._known: dict[str, dict[_Shape, str | None]] = {}
         """:meth:`known_wait`'s answers per cluster, until its next wait or purchase."""
         self.found: list[_Bin] = []
+        self.probes: set[str] = set()
+        """Probing pools a job could not buy enough from: each gets its probe (one node)."""
         self._full_why: dict[str, str] = {}
         """What the last :meth:`first_fit` that failed found, in placement order."""
         groups: dict[tuple[str, int, int], list[_Bin]] = {}
@@ -386,8 +396,11 @@ class _Packer:
 
     def _room(self, pool: Pool) -> int:
         bought = self.bought.get(pool.name, 0)
-        return min(pool.max_nodes - self.live[pool.name] - bought,
+        room = min(pool.max_nodes - self.live[pool.name] - bought,
                    pool.launches_per_minute - self._recent[pool.name] - bought)
+        if self.states[pool.name].probing:
+            room = min(room, _probe_room(self.states[pool.name]) - bought)
+        return room
 
     def _blocked(self, s: PoolState) -> str | None:
         """Why pool ``s`` can buy nothing now, whatever the job; None if it can."""
@@ -397,7 +410,7 @@ class _Packer:
         if s.quarantined:
             return f"pool {pool.name} is quarantined after failed boots"
         if self.now < s.backoff_until:
-            return f"pool {pool.name} is backing off after a failed boot"
+            return f"pool {pool.name} is backing off after a failed boot or a capacity shortage"
         return None
 
     def _full(self, pool: Pool) -> str:
@@ -406,6 +419,9 @@ class _Packer:
         why = self._full_why.get(pool.name)
         if why is None:
             why = self._full_why[pool.name] = (
+                f"pool {pool.name} probes after a capacity shortage, one node at a time until "
+                f"the provider takes one: fewer than the job needs"
+                if self.states[pool.name].probing else
                 f"pool {pool.name} can add {max(self._room(pool), 0)} node(s) now (max_nodes "
                 f"{pool.max_nodes}, {pool.launches_per_minute} launches a minute): fewer than "
                 f"the job needs")
@@ -424,6 +440,8 @@ class _Packer:
             pool = s.pool
             new = [b for b in self.found if b.pool == pool.name]
             if d.nodes - len(new) > self._room(pool):
+                if s.probing and self._room(pool) >= 1:
+                    self.probes.add(pool.name)
                 why = self._full(pool)
                 continue
             for _ in range(d.nodes - len(new)):

@@ -5,7 +5,8 @@ The agent lists every node of its cluster's pools right before each heartbeat (s
 ``docs/pools.md``). The report goes through :func:`~bridgehead.domain.pool_reconcile.reconcile`
 (booted, busy, idle, lost, orphans, adopted), then its errors are applied (a launch refused for
 a capacity shortage ends its nodes as failed boots: nothing was made, nothing is billed; the
-pool waits ``backoff_s`` and asks again, see :func:`refuse_pool`),
+pool waits ``backoff_s`` and asks again with one node, see :func:`refuse_pool`, until the
+provider lists a node launched since),
 and the answer's commands are derived from the nodes as they are after it:
 
 - ``launch`` for every node requested or launching that the provider has not listed yet
@@ -18,6 +19,7 @@ and the answer's commands are derived from the nodes as they are after it:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,6 +39,9 @@ class Standing:
     """When its recent nodes were requested (the rate limit looks back a minute)."""
     orphans: Mapping[str, float] = field(default_factory=dict)
     """Provider ids of orphans, with when each was first seen."""
+    short_since: float | None = None
+    """When the provider began refusing this pool's launches for a capacity shortage, none
+    taken since: the pool then buys one node at a time (a probe) until one is taken."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,13 +84,15 @@ def fail_pool(pool: Pool, s: Standing, now: float) -> Standing:
 
 def refuse_pool(pool: Pool, s: Standing, now: float) -> Standing:
     """The standing after a launch the provider refused for a capacity shortage: the pool
-    buys nothing for ``backoff_s``, then asks again, as long as the shortage lasts. Unlike a
-    failed boot it neither doubles the wait nor counts towards quarantine: nothing was made
-    or billed, so asking again costs one call, and a shortage says nothing about the pool's
-    image or configuration (Karpenter likewise marks an offering out of capacity for a fixed
-    3 minutes, and retries for as long as it lasts). A run of failed boots is left as it was.
-    """
-    return replace(s, backoff_until=max(s.backoff_until, now + pool.backoff_s))
+    buys nothing for ``backoff_s``, then asks again, one node at a time (``short_since``)
+    until the provider takes one, as long as the shortage lasts. Unlike a failed boot it
+    neither doubles the wait nor counts towards quarantine: nothing was made or billed, and
+    a shortage says nothing about the pool's image or configuration (Karpenter likewise marks
+    an offering out of capacity for a fixed 3 minutes, and retries for as long as it lasts).
+    The probe keeps a long shortage to one refused node per ``backoff_s``, not the whole
+    queue's. A run of failed boots is left as it was."""
+    return replace(s, backoff_until=max(s.backoff_until, now + pool.backoff_s),
+                   short_since=s.short_since if s.short_since is not None else now)
 
 
 def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequence[Node],
@@ -106,6 +113,11 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
         NodeState.IDLE, NodeState.BUSY))
     for n in booted:
         stand[n.pool] = replace(stand[n.pool], failures_in_row=0)
+    taken = {p.key for p in listed if p.key is not None}
+    for n in nodes:  # the provider took a launch asked for since the shortage began
+        since = stand[n.pool].short_since if n.pool in stand else None
+        if since is not None and n.id in taken and (n.launched_at or -math.inf) > since:
+            stand[n.pool] = replace(stand[n.pool], short_since=None)
     for e in errors:
         if e.op != "launch" or not e.shortage or e.pool not in pools:
             continue

@@ -64,6 +64,8 @@ class _PoolRun:
     failures_in_row: int = 0
     backoff_until: float = 0.0
     quarantined: bool = False
+    short_since: float | None = None
+    """As the store's standing: refused for a shortage at this time, none taken since."""
 
 
 class Simulation:
@@ -275,7 +277,8 @@ class Simulation:
             states.append(PoolState(pool=run.pool, nodes=nodes, running=running,
                                     launches=tuple(run.launches),
                                     backoff_until=run.backoff_until,
-                                    quarantined=run.quarantined))
+                                    quarantined=run.quarantined,
+                                    probing=run.short_since is not None))
         return states
 
     def _launch(self, run: _PoolRun, now: float) -> bool:
@@ -291,7 +294,11 @@ class Simulation:
             self._set(node.to(NodeState.FAILED_BOOT, now))
             self.refused.add(node.id)
             run.backoff_until = max(run.backoff_until, now + run.pool.backoff_s)
+            if run.short_since is None:
+                run.short_since = now
             return False
+        if run.short_since is not None and now > run.short_since:
+            run.short_since = None  # the cloud took one: the shortage is over
         if pid is None:
             return True  # the record of the launch was lost (a crash): the cloud has an orphan
         self._set(node.to(NodeState.BOOTING, now, provider_id=pid))

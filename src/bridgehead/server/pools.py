@@ -118,6 +118,9 @@ class PoolOut(BaseModel):
     backoff_until: datetime | None
     failures_in_row: int
     quarantined: bool
+    shortage_since: datetime | None = Field(
+        None, description="when the provider began refusing the pool's launches for a capacity "
+        "shortage, none taken since: the pool buys one node at a time until one is taken")
 
 
 @router.get("/pools", response_model=list[PoolOut])
@@ -143,7 +146,9 @@ async def pools(request: Request, p: Authed) -> list[PoolOut]:
             nodes=[_node_out(n) for n in mine],
             backoff_until=datetime.fromtimestamp(back, UTC) if back is not None else None,
             failures_in_row=s.failures_in_row if s else 0,
-            quarantined=s.quarantined if s else False))
+            quarantined=s.quarantined if s else False,
+            shortage_since=datetime.fromtimestamp(s.short_since, UTC)
+            if s is not None and s.short_since is not None else None))
     return out
 
 

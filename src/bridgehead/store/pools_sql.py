@@ -68,11 +68,13 @@ SELECT_NODE = "SELECT state, job_ids, jobs, adopted, reported_at FROM pool_nodes
 ENSURE_STANDING = "INSERT INTO pool_state (pool) VALUES (:pool) ON CONFLICT (pool) DO NOTHING"
 SELECT_STANDINGS = "SELECT * FROM pool_state ORDER BY pool"
 UPSERT_STANDING = """
-INSERT INTO pool_state (pool, backoff_until, failures_in_row, quarantined, launches, orphans)
-VALUES (:pool, :backoff_until, :failures_in_row, :quarantined, :launches, :orphans)
+INSERT INTO pool_state (pool, backoff_until, failures_in_row, quarantined, launches, orphans,
+                        short_since)
+VALUES (:pool, :backoff_until, :failures_in_row, :quarantined, :launches, :orphans,
+        :short_since)
 ON CONFLICT (pool) DO UPDATE SET backoff_until = :backoff_until,
     failures_in_row = :failures_in_row, quarantined = :quarantined, launches = :launches,
-    orphans = :orphans
+    orphans = :orphans, short_since = :short_since
 """
 SELECT_RUNTIMES = """
 SELECT a.started_at, a.ended_at, j.spec FROM attempts a JOIN jobs j ON j.id = a.job_id
@@ -213,7 +215,8 @@ def _node_row(s: StoredNode, version: int) -> dict[str, Any]:
 def _standing_row(s: Standing) -> dict[str, Any]:
     return {"pool": s.pool, "backoff_until": s.backoff_until,
             "failures_in_row": s.failures_in_row, "quarantined": int(s.quarantined),
-            "launches": json.dumps(list(s.launches)), "orphans": json.dumps(dict(s.orphans))}
+            "launches": json.dumps(list(s.launches)), "orphans": json.dumps(dict(s.orphans)),
+            "short_since": s.short_since}
 
 
 def node_event(n: Node, prior: NodeState | None) -> Event:
@@ -438,7 +441,7 @@ async def _standings(conn: Conn, lock: str = "") -> dict[str, Standing]:
     return {r["pool"]: Standing(
         pool=r["pool"], backoff_until=r["backoff_until"], failures_in_row=r["failures_in_row"],
         quarantined=bool(r["quarantined"]), launches=tuple(json.loads(r["launches"])),
-        orphans=json.loads(r["orphans"])) for r in rows}
+        orphans=json.loads(r["orphans"]), short_since=r["short_since"]) for r in rows}
 
 
 def quarantine_event(s: Standing, now: float) -> dict[str, Any]:

@@ -184,6 +184,9 @@ def test_a_pool_backing_off_keeps_its_idle_nodes_while_jobs_wait() -> None:
     assert plan([], [backing], now=100.0).cordon == ("a", "b")
     quarantined = PoolState(pool=pool(), nodes=nodes, quarantined=True)
     assert plan(gang, [quarantined], now=100.0).cordon == ("a", "b")
+    probing = plan([job("g", 4, nodes=4)], [PoolState(pool=pool(), nodes=nodes, probing=True)],
+                   now=100.0)  # past its backoff, one node at a time: releases as usual
+    assert "g" in probing.waiting and probing.cordon == ("a", "b")
     buying = plan(gang, [PoolState(pool=pool(), nodes=nodes)], now=100.0)
     assert buying.placements["g"][:2] == ("a", "b") and buying.launch == {"small": 1}
 

@@ -164,10 +164,10 @@ def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
              live: Mapping[str, int] | None = None, starved: Collection[str] = ()
              ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(nodes to cordon, nodes to terminate): empty nodes past their idle grace, beyond the
-    pool's floor and reserve, except in a pool backing off or probing after a capacity
-    shortage while jobs of its cluster (``starved``) wait; cordoned ones still empty and given
-    nothing. (Boot spares need no keeping here: a pass that waits on a boot has no idle node
-    its jobs fit, as first fit takes ready nodes before those on their way.)"""
+    pool's floor and reserve, except in a pool backing off while jobs of its cluster
+    (``starved``) wait; cordoned ones still empty and given nothing. (Boot spares need no
+    keeping here: a pass that waits on a boot has no idle node its jobs fit, as first fit
+    takes ready nodes before those on their way.)"""
     used = {node for nodes in placements.values() for node in nodes}
     held: set[str] = {r.node_id for s in states for r in s.running}
     cordon: list[str] = []
@@ -179,8 +179,7 @@ def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
         empty = [n for n in s.nodes if n.id not in used and n.id not in held and not n.jobs]
         terminate += [n.id for n in empty if n.state is NodeState.CORDONED]
         idle = [n for n in empty if n.state is NodeState.IDLE]
-        if pool.cluster in starved and (now < s.backoff_until or s.probing) and (
-                not s.quarantined):
+        if pool.cluster in starved and now < s.backoff_until and not s.quarantined:
             continue
         have = live[pool.name] if live is not None else _live(s)
         keep = max(pool.min_nodes - (have - len(idle)), pool.warm_idle, 0)

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.text import Text
 
 from bridgehead.cli.main import parse_memory, parse_walltime
 from bridgehead.cli.output import show_job
+from bridgehead.cli.pools import status as pools_status
 from bridgehead.cli.runs_view import run_duration
 from bridgehead.domain.jobs import Job, JobSpec, JobState, Resources
 from bridgehead.errors import InvalidSpec
@@ -100,3 +102,21 @@ def test_a_runs_duration_is_the_servers_not_its_wall_time() -> None:
     run = {"created_at": "2026-01-01T10:00:00+00:00", "finished_at": "2026-01-01T10:05:00+00:00"}
     assert run_duration({**run, "duration_s": 4.5}) == 4.5  # it sat failed before a retry
     assert run_duration(run) == 300  # a server that does not say
+
+
+@pytest.mark.parametrize(("pool", "shown"), [
+    ({"quarantined": True, "failures_in_row": 5, "backoff_until": None}, "quarantined"),
+    ({"quarantined": False, "failures_in_row": 2, "backoff_until": "2026-12-05T03:14:00Z",
+      "shortage_since": None}, "backing off (2 failed)"),
+    ({"quarantined": False, "failures_in_row": 0, "backoff_until": "2026-12-05T03:14:00Z",
+      "shortage_since": "2026-12-05T03:12:09.5Z"},
+     "capacity shortage since 2026-12-05 03:12 UTC: one node at a time"),
+    ({"quarantined": False, "failures_in_row": 0, "backoff_until": None,
+      "shortage_since": "2026-12-05T03:12:09Z"},  # past its backoff, still probing
+     "capacity shortage since 2026-12-05 03:12 UTC: one node at a time"),
+    ({"quarantined": False, "failures_in_row": 0, "backoff_until": None}, "ok"),
+])
+def test_a_pools_status_says_why_it_does_not_buy(pool: dict[str, object], shown: str) -> None:
+    """A shortage is told apart from failed boots (it used to read "backing off (0 failed)"),
+    with its date: it lasts until the provider takes a node, however long ago it began."""
+    assert Text.from_markup(pools_status(pool)).plain == shown

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.table import Table
@@ -39,12 +40,20 @@ def pools(lift: str | None, as_json: bool) -> None:
         states = p["states"]
         nodes = ", ".join(f"{states[s]} {s}" for s in (*ORDER, *sorted(set(states) - set(ORDER)))
                           if states.get(s)) or "none"
-        status = "[red]quarantined[/]" if p["quarantined"] else (
-            f"[yellow]backing off ({p['failures_in_row']} failed)[/]" if p["failures_in_row"]
-            and p["backoff_until"] else
-            f"[yellow]capacity shortage since {p['shortage_since'][11:19]} UTC: one node at a "
-            f"time[/]" if p.get("shortage_since") else
-            "[yellow]backing off[/]" if p["backoff_until"] else "ok")
         table.add_row(p["name"], p["cluster"], p["provider"], nodes,
-                      f"{p['min_nodes']}/{p['max_nodes']}", f"{p['price_per_hour']:.2f}", status)
+                      f"{p['min_nodes']}/{p['max_nodes']}", f"{p['price_per_hour']:.2f}",
+                      status(p))
     console.print(table)
+
+
+def status(p: dict[str, Any]) -> str:
+    """A pool's status cell from its ``GET /v1/pools`` entry: quarantined, backing off after
+    failed boots, short of capacity (asking one node at a time), backing off, or ok."""
+    if p["quarantined"]:
+        return "[red]quarantined[/]"
+    if p["failures_in_row"] and p["backoff_until"]:
+        return f"[yellow]backing off ({p['failures_in_row']} failed)[/]"
+    if p.get("shortage_since"):
+        since = str(p["shortage_since"])[:16].replace("T", " ")
+        return f"[yellow]capacity shortage since {since} UTC: one node at a time[/]"
+    return "[yellow]backing off[/]" if p["backoff_until"] else "ok"

@@ -27,6 +27,7 @@ from bridgehead.store.pools_sql import PoolStore
 POOL = {"name": "elastic", "cluster": "c1", "provider": "sim",
         "shape": {"cpus": 2, "memory_mb": 4096}, "max_nodes": 3, "idle_grace_s": 120.0,
         "boot_timeout_s": 300.0, "backoff_s": 60.0, "quarantine_after": 2,
+        "expected_boot_s": 100.0,
         "price_per_hour": 1.0, "options": {"boot_s": 5}}
 JOB = {"cluster": "c1", "command": ["/bin/true"], "resources": {"cores": 2}}
 
@@ -214,6 +215,32 @@ async def test_an_idle_node_is_released_after_its_grace(pools: Pools) -> None:
     await p.beat()  # the provider no longer has it
     assert (await p.nodes())[node] == "terminated"
     assert (await p.pool())["states"] == {}
+
+
+async def test_a_boot_nothing_wants_is_cancelled_after_its_grace(pools: Pools) -> None:
+    """The job a node was bought for is cancelled while the node boots: past the pool's
+    120 s idle grace (and its 60 s billing minimum), not yet slow (2 x its 100 s expected
+    boot), the node is terminated through the same guarded write, and the agent is told to
+    stop it."""
+    p = pools
+    job = await p.submit()
+    await p.scaler.scale_pass()
+    [node] = await p.nodes()
+    await p.beat()
+    await p.beat(listed(node, ready=False))
+    assert (await p.nodes())[node] == "booting"
+    await p.http.post(f"/v1/jobs/{job}/cancel", headers=p.client)
+    decided = await p.scaler.scale_pass(time.time() + 100)  # within its grace: kept
+    assert decided is not None and decided.cancel == ()
+    assert (await p.nodes())[node] == "booting"
+    decided = await p.scaler.scale_pass(time.time() + 121)
+    assert decided is not None and decided.cancel == (node,)
+    assert (await p.nodes())[node] == "terminating"
+    answer = await p.beat(listed(node, ready=False))
+    assert answer["scale"] == [{"op": "terminate", "pool": "elastic", "key": node,
+                                "provider_id": f"vm-{node}"}]
+    await p.beat()  # the provider no longer has it
+    assert (await p.nodes())[node] == "terminated"
 
 
 async def test_a_failed_boot_is_replaced_then_the_pool_backs_off_and_is_quarantined(

@@ -21,6 +21,7 @@ from bridgehead.domain.capacity import (
     READY_TIER,
     _Bin,
     _bins,
+    _cancel,
     _failed_boots,
     _forgotten,
     _live,
@@ -80,11 +81,13 @@ def reference_plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: fl
     launch = _ref_floor_and_reserve(states, bins, bought, now, spares)
     starved = {d.cluster for d in demand if d.job_id in waiting}
     cordon, terminate = _release(states, bins, placements, now, starved=starved)
+    live = {s.pool.name: _live(s) for s in states}
+    cancel = _cancel(states, bins, placements, now, live, spares, starved)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
                 start=tuple(start), waiting=waiting, unplaceable=unplaceable,
-                uncordon=uncordon, cordon=cordon, terminate=terminate,
+                uncordon=uncordon, cordon=cordon, terminate=terminate, cancel=cancel,
                 failed_boots=tuple(sorted(failed)), forgotten=tuple(sorted(forgotten)))
 
 

@@ -209,6 +209,31 @@ def test_a_probing_pool_buys_one_node_at_a_time() -> None:
     assert plan([job("g", 4, nodes=3)], [asked], now=0.0).launch == {}  # one at a time
 
 
+def test_a_boot_nothing_wants_is_cancelled_after_its_grace_beyond_what_the_pool_keeps() -> None:
+    """A node still booting with nothing placed on it is terminated once launched longer ago
+    than the pool's idle grace (60 s) and billing minimum (60 s), the longest booting first,
+    beyond min_nodes and the reserve of empty nodes; never one a job is placed on, nor a slow
+    boot (past 2 x 40 s: it keeps booting against its hedge), nor while the pool backs off
+    with jobs waiting."""
+    old = node("old", NodeState.BOOTING, since=0.0)
+    mid = node("mid", NodeState.BOOTING, since=5.0)
+    new = node("new", NodeState.BOOTING, since=50.0)
+    assert plan([], [PoolState(pool=pool(), nodes=(old, new))], now=70.0).cancel == ("old",)
+    assert plan([], [PoolState(pool=pool(), nodes=(old, new))], now=50.0).cancel == ()
+    p = plan([], [PoolState(pool=pool(idle_grace_s=200.0), nodes=(old, new))], now=70.0)
+    assert p.cancel == ()  # within a longer grace
+    assert plan([], [PoolState(pool=pool(), nodes=(old, mid))], now=70.0).cancel == (
+        "mid", "old")
+    assert plan([], [PoolState(pool=pool(), nodes=(old,))], now=100.0).cancel == ()  # slow
+    wanted = plan([job("j", 4)], [PoolState(pool=pool(), nodes=(old,))], now=70.0)
+    assert wanted.placements == {"j": ("old",)} and wanted.cancel == ()
+    assert plan([], [PoolState(pool=pool(min_nodes=1), nodes=(old,))], now=70.0).cancel == ()
+    assert plan([], [PoolState(pool=pool(warm_idle=1), nodes=(old, mid))], now=70.0).cancel == (
+        "old",)  # the longest booting goes, one stays for warm_idle
+    backing = PoolState(pool=pool(), nodes=(old,), backoff_until=200.0)
+    assert plan([job("g", 4, nodes=3)], [backing], now=70.0).cancel == ()
+
+
 def test_a_boot_past_its_timeout_is_failed_and_its_job_replanned() -> None:
     slow = node("a", NodeState.BOOTING, since=0.0, launched_at=0.0)
     p = plan([job("j", 4)], [PoolState(pool=pool(), nodes=(slow,))], now=301.0)

@@ -104,12 +104,14 @@ def test_an_ordinary_day_finishes_every_job_and_releases_the_pool() -> None:
 
 def test_the_faults_are_really_injected() -> None:
     """The properties above are not vacuous: at these rates a seeded run sees evictions, lost
-    attempts re-run, failed boots, shortages and orphans, and still keeps every invariant."""
+    attempts re-run, failed boots, shortages and orphans, and still keeps every invariant.
+    (Seed 2: since boots nothing wants are cancelled, seed 1 makes 33 launches and none of
+    them loses its record, so it has no orphan.)"""
     sim_jobs = [SimJob(demand=Demand(job_id=f"j{i:02d}", cluster="c", cores=2 + i % 6,
                                      nodes=1 + i % 3, runtime_s=600.0),
                        arrival=float(i * 20), runtime_s=600.0) for i in range(40)]
     cloud = SimCloud(CloudModel(failed_boot_p=0.2, evictions_per_node_hour=1.5,
-                                lost_record_p=0.15, shortage_p=0.1), seed=1)
+                                lost_record_p=0.15, shortage_p=0.1), seed=2)
     sim = Simulation(pools(0.3), sim_jobs, cloud, step_s=STEP_S, orphan_grace_s=GRACE_S)
     sim.run(until=3 * 3600.0)
     lost = sum(j.lost for j in sim.jobs.values())

@@ -135,6 +135,10 @@ class Scaler(EventConsumer):
             s = stored[node_id]
             if s.node.state is NodeState.CORDONED and not s.jobs and not s.node.jobs:
                 move(node_id, NodeState.TERMINATING, empty=True)
+        for node_id in p.cancel:  # still booting, nothing placed: the same guarded write
+            s = stored[node_id]
+            if s.node.state is NodeState.BOOTING and not s.jobs and not s.node.jobs:
+                move(node_id, NodeState.TERMINATING, empty=True)
         return writes
 
     async def _demand(self) -> list[Demand]:

@@ -159,6 +159,48 @@ def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
     return launch
 
 
+def _cancel(states: Sequence[PoolState], bins: Sequence[_Bin],
+            placements: Mapping[str, tuple[str, ...]], now: float, live: Mapping[str, int],
+            spares: Mapping[str, int], starved: Collection[str] = ()) -> tuple[str, ...]:
+    """Nodes still booting that nothing is placed on, launched longer ago than their pool's
+    ``idle_grace_s`` and ``billing_minimum_s`` (a node nothing wants is let go after its
+    grace, booting or not, never before its minimum is spent), beyond what the pool keeps
+    (``min_nodes``, and ``warm_idle`` plus its boot spares in empty nodes), the longest
+    booting first: terminated before they are ready. They were bought for jobs that then
+    started on capacity that freed first; booting on to sit out the idle grace would only
+    add to the bill. A slow boot (no longer counted on) is not one: it keeps booting against
+    the hedge bought for its jobs, the first ready wins. Not in a pool backing off while jobs
+    wait (as :func:`_release`)."""
+    used = {node for nodes in placements.values() for node in nodes}
+    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
+    coming: set[str] = set()
+    empty: dict[str, int] = {}
+    for b in bins:
+        if b.tier == COMING_TIER:
+            coming.add(b.id)
+        if b.tier in (READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and (
+                b.cores == cpus[b.pool]):
+            empty[b.pool] = empty.get(b.pool, 0) + 1
+    out: list[str] = []
+    for s in states:
+        pool = s.pool
+        if not pool.elastic or (
+                pool.cluster in starved and now < s.backoff_until and not s.quarantined):
+            continue
+        late = sorted((n for n in s.nodes if n.state is NodeState.BOOTING
+                       and n.id in coming and n.id not in used and not n.jobs
+                       and now - (n.launched_at if n.launched_at is not None else n.since)
+                       >= max(pool.billing_minimum_s, pool.idle_grace_s)),
+                      key=lambda n: (n.launched_at if n.launched_at is not None else n.since,
+                                     n.id))
+        if not late:
+            continue
+        excess = min(empty.get(pool.name, 0) - pool.warm_idle - spares.get(pool.name, 0),
+                     live[pool.name] - pool.min_nodes)
+        out += [n.id for n in late[:max(excess, 0)]]
+    return tuple(sorted(out))
+
+
 def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
              placements: Mapping[str, tuple[str, ...]], now: float,
              live: Mapping[str, int] | None = None, starved: Collection[str] = ()

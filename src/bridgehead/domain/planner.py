@@ -39,8 +39,11 @@ bought again, and jobs ending on others may yet add up to a waiting gang (a quar
 releases as usual: its end is an admin's call, and idle nodes would be paid for until then;
 a probing one too: keeping its nodes as well cost 0.1% more on the benchmark's 24-hour trace
 at no better wait); a cordoned node still empty is terminated (the scaler re-checks, in the
-transaction that terminates it, that nothing was placed on it). A node with a job is never
-released: nothing here can name it.
+transaction that terminates it, that nothing was placed on it). A node still booting that
+nothing is placed on, launched longer ago than ``idle_grace_s`` and ``billing_minimum_s``,
+beyond that floor and reserve, is cancelled the same way (``cancel``): it was bought for jobs
+that started on capacity that freed first (a slow boot is not: it keeps booting against its
+hedge). A node with a job is never released: nothing here can name it.
 
 Cost: a pass over 100 pools and 10k queued jobs takes about 60 ms of CPU
 (``bench/autoscale.py`` measures it): first fit walks bins indexed by tier and load, skipping
@@ -63,6 +66,7 @@ from bridgehead.domain.capacity import (
     READY_TIER,
     _Bin,
     _bins,
+    _cancel,
     _failed_boots,
     _floor_and_reserve,
     _forgotten,
@@ -137,6 +141,10 @@ class Plan:
     uncordon: tuple[str, ...] = ()
     cordon: tuple[str, ...] = ()
     terminate: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
+    """Nodes still booting that nothing is placed on, their billing minimum spent, beyond what
+    their pool keeps: terminated before they are ready (see :func:`~bridgehead.domain.capacity.
+    _cancel`)."""
     failed_boots: tuple[str, ...] = ()
     """Nodes past their pool's boot timeout: to be terminated, and counted against the pool."""
     forgotten: tuple[str, ...] = ()
@@ -183,11 +191,12 @@ def plan(demand: Sequence[Demand], pools: Sequence[PoolState], now: float) -> Pl
     launch = _floor_and_reserve(states, bins, packer.bought, now, packer.live, spares)
     starved = {d.cluster for d in demand if d.job_id in waiting}
     cordon, terminate = _release(states, bins, placements, now, packer.live, starved)
+    cancel = _cancel(states, bins, placements, now, packer.live, spares, starved)
     used = {node for nodes in placements.values() for node in nodes}
     uncordon = tuple(sorted(b.id for b in bins if b.tier == CORDONED_TIER and b.id in used))
     return Plan(launch={p: n for p, n in sorted(launch.items()) if n}, placements=placements,
                 start=tuple(start), waiting=waiting, unplaceable=unplaceable,
-                uncordon=uncordon, cordon=cordon, terminate=terminate,
+                uncordon=uncordon, cordon=cordon, terminate=terminate, cancel=cancel,
                 failed_boots=tuple(sorted(failed)), forgotten=tuple(sorted(forgotten)))
 
 

@@ -102,7 +102,9 @@ class Simulation:
         self.refused: set[str] = set()
         """Launches a capacity shortage refused: nothing was made, nothing is billed."""
         self.terminated = 0
-        """Nodes a plan terminated (scale-down)."""
+        """Nodes a plan terminated (scale-down), cancelled boots included."""
+        self.cancelled = 0
+        """Boots a plan cancelled (a node still booting that nothing wanted)."""
         self._arrivals = sorted(jobs, key=lambda j: (j.arrival, j.demand.job_id))
         self._arrived = 0
         self._next_node = 0
@@ -246,6 +248,10 @@ class Simulation:
                 self._set(n.to(NodeState.CORDONED, now))
         for node_id in p.terminate:
             self._terminate(self.nodes[node_id], now)
+        for node_id in p.cancel:  # still booting: the same re-check
+            if self.nodes[node_id].state is NodeState.BOOTING:
+                self._terminate(self.nodes[node_id], now)
+                self.cancelled += 1
 
     def _terminate(self, n: Node, now: float) -> None:
         if n.state in NODE_TERMINAL or n.state is NodeState.TERMINATING:

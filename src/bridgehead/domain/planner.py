@@ -142,9 +142,9 @@ class Plan:
     cordon: tuple[str, ...] = ()
     terminate: tuple[str, ...] = ()
     cancel: tuple[str, ...] = ()
-    """Nodes still booting that nothing is placed on, their billing minimum spent, beyond what
-    their pool keeps: terminated before they are ready (see :func:`~bridgehead.domain.capacity.
-    _cancel`)."""
+    """Nodes still booting that nothing is placed on, launched longer ago than their pool's
+    idle grace and billing minimum, beyond what it keeps: terminated before they are ready
+    (see :func:`~bridgehead.domain.capacity._cancel`)."""
     failed_boots: tuple[str, ...] = ()
     """Nodes past their pool's boot timeout: to be terminated, and counted against the pool."""
     forgotten: tuple[str, ...] = ()
@@ -249,7 +249,7 @@ def _shape(d: Demand) -> _Shape:
 
 @dataclass(slots=True)
 class _Bucket:
-    """The bins of one cluster with one (tier, load), in (pool, id) order, and an upper bound
+    """The bins of one cluster with one (tier, load), in (pool, rank, id) order, and an upper bound
     of their free capacity (stale only ever high, so it can skip the bucket, never a fit)."""
 
     keys: list[tuple[str, float, str]] = field(default_factory=list)

@@ -19,7 +19,6 @@ and the answer's commands are derived from the nodes as they are after it:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -116,7 +115,8 @@ def apply_report(pools: Mapping[str, Pool], nodes: Sequence[Node], ended: Sequen
     taken = {p.key for p in listed if p.key is not None}
     for n in nodes:  # the provider took a launch asked for since the shortage began
         since = stand[n.pool].short_since if n.pool in stand else None
-        if since is not None and n.id in taken and (n.launched_at or -math.inf) > since:
+        if since is not None and n.id in taken and (
+                n.launched_at is not None and n.launched_at > since):
             stand[n.pool] = replace(stand[n.pool], short_since=None)
     for e in errors:
         if e.op != "launch" or not e.shortage or e.pool not in pools:

@@ -132,18 +132,25 @@ def _spares(states: Sequence[PoolState], bins: Sequence[_Bin]) -> dict[str, int]
             for s in states}
 
 
+def _empty(states: Sequence[PoolState], bins: Sequence[_Bin]) -> dict[str, int]:
+    """Per pool, its empty nodes after the pass's placements: ready, on their way or bought
+    now, with nothing placed on them (the reserve ``warm_idle`` and boot spares count)."""
+    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
+    empty: dict[str, int] = {}
+    for b in bins:
+        if b.tier in (READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and (
+                b.cores == cpus[b.pool]):
+            empty[b.pool] = empty.get(b.pool, 0) + 1
+    return empty
+
+
 def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
                        bought: dict[str, int], now: float, live: Mapping[str, int],
                        spares: Mapping[str, int]) -> dict[str, int]:
     """``bought``, plus what keeps each elastic pool at ``min_nodes`` and its reserve of empty
     nodes, ``warm_idle`` plus its ``spares`` (within max_nodes, the rate limit and backoff)."""
     launch = dict(bought)
-    empty: dict[str, int] = {}
-    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
-    for b in bins:
-        if b.tier in (READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and (
-                b.cores == cpus[b.pool]):
-            empty[b.pool] = empty.get(b.pool, 0) + 1
+    empty = _empty(states, bins)
     for s in states:
         pool = s.pool
         if not pool.elastic or s.quarantined or now < s.backoff_until:
@@ -172,15 +179,8 @@ def _cancel(states: Sequence[PoolState], bins: Sequence[_Bin],
     the hedge bought for its jobs, the first ready wins. Not in a pool backing off while jobs
     wait (as :func:`_release`)."""
     used = {node for nodes in placements.values() for node in nodes}
-    cpus = {s.pool.name: s.pool.shape.cpus for s in states}
-    coming: set[str] = set()
-    empty: dict[str, int] = {}
-    for b in bins:
-        if b.tier == COMING_TIER:
-            coming.add(b.id)
-        if b.tier in (READY_TIER, COMING_TIER, NEW_TIER) and b.load == 0 and (
-                b.cores == cpus[b.pool]):
-            empty[b.pool] = empty.get(b.pool, 0) + 1
+    coming = {b.id for b in bins if b.tier == COMING_TIER}
+    empty = _empty(states, bins)
     out: list[str] = []
     for s in states:
         pool = s.pool

@@ -166,6 +166,12 @@ def _floor_and_reserve(states: Sequence[PoolState], bins: Sequence[_Bin],
     return launch
 
 
+def _holding(s: PoolState, starved: Collection[str], now: float) -> bool:
+    """Whether pool ``s`` keeps the nodes it has: it is backing off (not quarantined) while
+    jobs of its cluster wait, so a node given back could not be bought again."""
+    return s.pool.cluster in starved and now < s.backoff_until and not s.quarantined
+
+
 def _cancel(states: Sequence[PoolState], bins: Sequence[_Bin],
             placements: Mapping[str, tuple[str, ...]], now: float, live: Mapping[str, int],
             spares: Mapping[str, int], starved: Collection[str] = ()) -> tuple[str, ...]:
@@ -184,8 +190,7 @@ def _cancel(states: Sequence[PoolState], bins: Sequence[_Bin],
     out: list[str] = []
     for s in states:
         pool = s.pool
-        if not pool.elastic or (
-                pool.cluster in starved and now < s.backoff_until and not s.quarantined):
+        if not pool.elastic or _holding(s, starved, now):
             continue
         late = sorted((n for n in s.nodes if n.state is NodeState.BOOTING
                        and n.id in coming and n.id not in used and not n.jobs
@@ -221,7 +226,7 @@ def _release(states: Sequence[PoolState], bins: Sequence[_Bin],
         empty = [n for n in s.nodes if n.id not in used and n.id not in held and not n.jobs]
         terminate += [n.id for n in empty if n.state is NodeState.CORDONED]
         idle = [n for n in empty if n.state is NodeState.IDLE]
-        if pool.cluster in starved and now < s.backoff_until and not s.quarantined:
+        if _holding(s, starved, now):
             continue
         have = live[pool.name] if live is not None else _live(s)
         keep = max(pool.min_nodes - (have - len(idle)), pool.warm_idle, 0)
